@@ -1,0 +1,3 @@
+from ringbolt.cli import main
+
+main()
