@@ -32,6 +32,12 @@ NO_NODE = 0
 """Node ids are positive integers; 0 means "none" (no vote, no leader)."""
 
 
+class RandomSource(Protocol):
+    """What a core needs of an RNG; drivers hand in a seeded `random.Random`."""
+
+    def randrange(self, start: int, stop: int) -> int: ...
+
+
 class EntryKind(enum.IntEnum):
     NORMAL = 0
     """`data` is an opaque state-machine command."""
