@@ -17,7 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("ringbolt.bench.cli:bench", "Load-generate against a cluster and compare with peers."),
     "check": ("ringbolt.check.cli:check", "Check a recorded history file for linearizability."),
     "cluster": ("ringbolt.server.cluster_cli:cluster", "Run and inspect a cluster (up, status, ...)."),
-    "demo": ("ringbolt.server.demo:demo", "Start a local 3-node cluster, fail the leader, verify."),
+    "demo": ("ringbolt.demo:demo", "Start a local 3-node cluster, fail the leader, verify."),
     "jepsen": ("ringbolt.jepsen.cli:jepsen", "Fault-test real processes in network namespaces."),
     "placement-sim": ("ringbolt.shard.cli:placement_sim", "Simulate shard placement at scale."),
     "serve": ("ringbolt.server.cli:serve", "Run one node from a TOML config file."),
