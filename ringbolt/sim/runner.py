@@ -25,11 +25,12 @@ from __future__ import annotations
 import json
 import random
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ringbolt.consensus.types import ConfState, ConsensusCore, Entry, PersistentState
 from ringbolt.kv import commands
-from ringbolt.sim.cluster import NEMESIS, Cluster, SimNode
+from ringbolt.sim.cluster import NEMESIS, Cluster, CoreFactory, SimNode
 from ringbolt.sim.invariants import SafetyViolation
 from ringbolt.sim.nemesis import Nemesis
 from ringbolt.sim.params import TICK_UNITS, SimParams, draw_params, liveness_budget_ticks
@@ -78,13 +79,12 @@ class _Probe:
             if self.waiting is not None and self.waiting[0] == node.node_id \
                     and self.waiting[1] == node.term:
                 return
-            proposed: list[tuple[int, int]] = []
 
-            def propose(core: ConsensusCore, into: list[tuple[int, int]] = proposed) -> None:
-                into.append(core.propose(commands.noop()))
+            def propose(core: ConsensusCore, node_id: int = node.node_id) -> None:
+                term, index = core.propose(commands.noop())
+                self.waiting = (node_id, term, index)  # before the driver applies it
 
-            if self._cluster.try_core(node, propose) and proposed:
-                self.waiting = (node.node_id, *proposed[0])
+            if self._cluster.try_core(node, propose):
                 return
 
     def on_applied(self, node: SimNode, entry: Entry) -> None:
@@ -96,13 +96,13 @@ class _Probe:
         self.waiting = None
 
 
-def _make_core_factory(params: SimParams, rng: random.Random):  # type: ignore[no-untyped-def]
+def _make_core_factory(params: SimParams, rng: random.Random) -> CoreFactory:
     from ringbolt.consensus.raft import Raft, RaftConfig
 
     voters = frozenset(range(1, params.nodes + 1))
     unsafe = frozenset({params.mutation}) if params.mutation else frozenset()
 
-    def make(node_id: int, restored: PersistentState | None) -> Raft:
+    def make(node_id: int, restored: PersistentState | None) -> ConsensusCore:
         config = RaftConfig(node_id=node_id, voters=voters,
                             election_timeout_ticks=params.election_timeout_ticks,
                             heartbeat_ticks=params.heartbeat_ticks, unsafe=unsafe)
@@ -126,8 +126,13 @@ def _apply_conf(conf: ConfState, data: bytes) -> ConfState:
     return ConfState(voters=frozenset(voters), learners=frozenset(learners))
 
 
+FactoryMaker = Callable[[SimParams, random.Random], CoreFactory]
+
+
 def run_seed(seed: int, *, nodes: int, faults: frozenset[str], mutation: str | None = None,
-             trace: bool = False, check: bool = True) -> SeedResult:
+             trace: bool = False, check: bool = True,
+             core_factory: FactoryMaker | None = None) -> SeedResult:
+    """Run one seed. `core_factory` replaces the real Raft (harness tests only)."""
     rng = random.Random(seed)
     params = draw_params(rng, seed=seed, nodes=nodes, allowed=faults, mutation=mutation)
     log = Trace(enabled=trace)
@@ -135,7 +140,8 @@ def run_seed(seed: int, *, nodes: int, faults: frozenset[str], mutation: str | N
     for line in params.describe():
         log.event(0, line)
     result = SeedResult(seed=seed, params=params)
-    cluster = Cluster(params, rng, log, _make_core_factory(params, rng), _apply_conf)
+    make_core = (core_factory or _make_core_factory)(params, rng)
+    cluster = Cluster(params, rng, log, make_core, _apply_conf)
     nemesis = Nemesis(cluster, rng, params)
     probe = _Probe(cluster)
     cluster.on_applied = probe.on_applied

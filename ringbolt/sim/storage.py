@@ -11,9 +11,9 @@ Rules kept (and asserted):
 - an append whose first index is at or below the last index first truncates
   the conflicting suffix (the Ready contract), and never reaches into the
   snapshot;
-- installing a snapshot keeps the log suffix only if the log holds the
-  snapshot's last entry with the same term (Raft figure 13, step 6),
-  otherwise the whole log is discarded;
+- installing a snapshot received from a leader replaces the whole log, as
+  the core does (the entries after it, if any, come in the same or a later
+  Ready);
 - a local compaction (`compact`) only covers entries the node has.
 
 Persisting a Ready is atomic here (snapshot, entries and hard state land
@@ -74,11 +74,9 @@ class DurableStorage:
 
     def _install(self, snapshot: Snapshot) -> None:
         index, term = snapshot.meta.index, snapshot.meta.term
-        assert index >= self.snapshot_index, "a snapshot older than the one on disk"
-        if self.term_at(index) == term:
-            self.entries = [entry for entry in self.entries if entry.index > index]
-        else:
-            self.entries = []
+        assert index > self.snapshot_index, "a snapshot not newer than the one on disk"
+        assert term >= self.snapshot_term
+        self.entries = []
         self.snapshot = snapshot
 
     def _append(self, entries: list[Entry]) -> None:

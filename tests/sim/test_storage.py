@@ -33,15 +33,17 @@ def test_append_with_gap_is_a_bug() -> None:
         storage.persist(None, _entries(3, [1]), None)
 
 
-def test_snapshot_keeps_matching_suffix_and_drops_conflicting_log() -> None:
+def test_installed_snapshot_replaces_the_log() -> None:
     storage = DurableStorage()
     storage.persist(None, _entries(1, [1, 1, 2, 2]), None)
-    storage.persist(_snapshot(2, 1), [], None)
-    assert [e.index for e in storage.entries] == [3, 4]
+    storage.persist(_snapshot(2, 1), _entries(3, [3]), None)
+    assert [(e.index, e.term) for e in storage.entries] == [(3, 3)]
     assert storage.term_at(2) == 1
-    storage.persist(_snapshot(4, 3), [], None)
+    storage.persist(_snapshot(5, 3), [], None)
     assert storage.entries == []
-    assert storage.last_index == 4
+    assert storage.last_index == 5
+    with pytest.raises(AssertionError):
+        storage.persist(_snapshot(4, 3), [], None)
 
 
 def test_compaction_drops_covered_entries() -> None:
