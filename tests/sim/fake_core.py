@@ -15,8 +15,8 @@ from ringbolt.consensus.types import (
     Entry,
     HardState,
     PersistentState,
-    Ready,
     ReadState,
+    Ready,
     Role,
     Status,
 )
