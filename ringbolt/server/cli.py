@@ -1,0 +1,70 @@
+"""`ringbolt serve --config node.toml`: run one node until SIGTERM/SIGINT.
+
+Theory of operation
+-------------------
+Startup failures an operator can fix -- a bad config field, an occupied port,
+an unreadable/unwritable/corrupt data directory -- print ONE line on stderr
+(``config error: ...`` or ``startup error: ...``) and exit non-zero, without a
+traceback; bugs still crash loudly. A peer that cannot be reached is not a
+startup error: Raft keeps retrying it (a peer address that does not parse is a
+config error). SIGTERM or SIGINT stops the node gracefully: stop accepting
+clients, finish the current round, sync the WAL, close LMDB, exit 0.
+uvloop is used when it is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from ringbolt.server.config import ConfigError, NodeConfig, load_config
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+
+
+@click.command()
+@click.option("--config", "config_path", required=True,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="The node's TOML config file (see docs/configuration.md).")
+def serve(config_path: Path) -> None:
+    """Run one node from a TOML config file."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        click.echo(str(error), err=True)
+        sys.exit(EXIT_CONFIG)
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s node{config.node_id} %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    sys.exit(runner(run_node(config)))
+
+
+async def run_node(config: NodeConfig) -> int:
+    from ringbolt.server.node import Node, StartupError
+
+    node = Node(config)
+    try:
+        await node.start()
+    except StartupError as error:
+        print(f"startup error: {error}", file=sys.stderr, flush=True)
+        return EXIT_STARTUP
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
+    return 0

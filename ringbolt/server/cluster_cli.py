@@ -1,0 +1,162 @@
+"""`ringbolt cluster up` and `ringbolt cluster status`.
+
+Theory of operation
+-------------------
+`up` writes one config per node and runs a `LocalCluster` of real node
+processes in the foreground: node i serves RESP on P+i-1, peers on P+100+i-1
+and admin HTTP on P+200+i-1 (P = --base-port). It prints that layout, then
+watches the processes: a node that dies is reported once. Ctrl-C or SIGTERM
+stops every node with SIGTERM (graceful), then SIGKILL after a bound.
+
+`status` asks each node's admin endpoint for `/status` and prints one row per
+(node, group): role, term, leader, commit, applied, last index and lag (the
+group's highest commit minus this node's applied index). An unreachable node
+gives one clear error line on stderr and a non-zero exit; the rows of the
+reachable nodes are still printed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ringbolt.server.process import (
+    ADMIN_PORT_OFFSET,
+    ClusterError,
+    LocalCluster,
+    fetch_json,
+    port_layout,
+    ports_free,
+)
+
+
+@click.group()
+def cluster() -> None:
+    """Run and inspect a cluster."""
+
+
+@cluster.command()
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("ringbolt-data"), show_default=True)
+@click.option("--base-port", default=7379, show_default=True, type=click.IntRange(1024, 65000))
+@click.option("--shards", default=1, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--fsync/--no-fsync", default=True, show_default=True)
+@click.option("--requirepass", default=None, help="Password clients must AUTH with.")
+def up(nodes: int, data_dir: Path, base_port: int, shards: int, fsync: bool,
+       requirepass: str | None) -> None:
+    """Start a local cluster of NODES processes in the foreground (Ctrl-C stops it)."""
+    console = Console()
+    if not ports_free(nodes, base_port):
+        raise click.ClickException(
+            f"ports in use: the layout for base port {base_port} needs RESP "
+            f"{base_port}..{base_port + nodes - 1}, peer {base_port + 100}.., admin "
+            f"{base_port + ADMIN_PORT_OFFSET}..; pick another --base-port")
+    local = LocalCluster(nodes, data_dir, base_port, shards, fsync=fsync, requirepass=requirepass)
+    stopping = False
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        with local:
+            try:
+                local.start()
+            except ClusterError as error:
+                raise click.ClickException(str(error)) from None
+            console.print(_layout_table(local))
+            console.print("cluster running; Ctrl-C to stop")
+            _watch(local, console, lambda: stopping)
+            console.print("stopping nodes ...")
+    except KeyboardInterrupt:
+        console.print("stopped")
+        return
+    console.print("stopped")
+
+
+def _watch(local: LocalCluster, console: Console, stopping: Any) -> None:
+    reported: set[int] = set()
+    while not stopping():
+        for node, code in local.exited().items():
+            if node not in reported:
+                reported.add(node)
+                console.print(f"[red]node {node} exited with code {code}[/]; "
+                              f"see {local.log_path(node)}")
+        if len(reported) == local.nodes:
+            console.print("[red]every node has exited[/]")
+            return
+        time.sleep(0.2)
+
+
+def _layout_table(local: LocalCluster) -> Table:
+    table = Table(title=f"ringbolt cluster: {local.nodes} nodes, {local.shards} shard(s)")
+    for column in ("node", "RESP", "peer", "admin", "pid", "data dir", "log"):
+        table.add_column(column)
+    for node in local.node_ids():
+        client, peer, admin = port_layout(node, local.base_port)
+        table.add_row(str(node), f"127.0.0.1:{client}", f"127.0.0.1:{peer}",
+                      f"127.0.0.1:{admin}", str(local.pid(node)),
+                      str(local.data_dir / f"node{node}"), str(local.log_path(node)))
+    return table
+
+
+@cluster.command()
+@click.option("--address", "addresses", multiple=True, metavar="HOST:ADMINPORT",
+              help="Admin address of a node (repeatable).")
+@click.option("--base-port", default=7379, show_default=True, type=click.IntRange(1024, 65000),
+              help="With --nodes: admin ports are BASE+200 ...")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 64))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw statuses as JSON.")
+@click.option("--timeout", "timeout_s", default=2.0, show_default=True)
+def status(addresses: tuple[str, ...], base_port: int, nodes: int, as_json: bool,
+           timeout_s: float) -> None:
+    """Show nodes, groups, leaders, terms, commit/applied indexes and lag."""
+    if not addresses:
+        addresses = tuple(f"127.0.0.1:{port_layout(n, base_port)[2]}" for n in range(1, nodes + 1))
+    statuses: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    for address in addresses:
+        try:
+            statuses[address] = fetch_json(address, "/status", timeout_s)
+        except (OSError, ValueError) as error:
+            reason = getattr(error, "reason", None) or error
+            errors.append(f"error: node at {address} is unreachable: {reason}")
+    if as_json:
+        click.echo(json.dumps(statuses, indent=2, sort_keys=True))
+    elif statuses:
+        Console().print(_status_table(statuses))
+    for line in errors:
+        click.echo(line, err=True)
+    if errors:
+        sys.exit(1)
+
+
+def _status_table(statuses: dict[str, dict[str, Any]]) -> Table:
+    commits: dict[int, int] = {}
+    for node_status in statuses.values():
+        for group in node_status["groups"]:
+            commits[group["group"]] = max(commits.get(group["group"], 0), group["commit"])
+    table = Table(title="ringbolt cluster status")
+    for column in ("node", "admin", "group", "role", "term", "leader", "commit", "applied",
+                   "last", "lag"):
+        table.add_column(column, justify="right" if column not in ("admin", "role") else "left")
+    for address, node_status in sorted(statuses.items(), key=lambda item: item[1]["node_id"]):
+        for group in node_status["groups"]:
+            role = group["role"]
+            shown = f"[bold green]{role}[/]" if role == "leader" else role
+            table.add_row(str(node_status["node_id"]), address, str(group["group"]), shown,
+                          str(group["term"]), str(group["leader"] or "-"), str(group["commit"]),
+                          str(group["applied"]), str(group["last_index"]),
+                          str(commits[group["group"]] - group["applied"]))
+    return table

@@ -1,0 +1,526 @@
+"""One node process: many Raft groups (Multi-Raft), one WAL, one store, one transport.
+
+Theory of operation
+-------------------
+A `Node` hosts one `Replica` per shard group (`config.shards`; every node
+replicates every group for now; key -> group via `Ring.uniform`). All groups
+share ONE write-ahead log whose fdatasync is shared by every group (group
+commit), ONE LMDB state-machine store, ONE peer `Transport` and ONE ticker.
+
+The node implements `KeyValueService` for the RESP front end:
+
+* `submit_write` proposes on the local replica when it leads the key's group
+  and otherwise forwards the command to the leader node (a `ForwardRequest`
+  over the peer transport; at most `forwards_inflight_max` in flight). The
+  future resolves with the state machine's result once the entry is applied;
+  after `forward_timeout_s` without an answer it fails with TRYAGAIN saying
+  the outcome is unknown.
+* `submit_read` is linearizable (ReadIndex, also on followers: the core asks
+  the leader) and reads the local store once it has applied up to the read
+  index; `stale=True` reads the local store at once.
+
+Driving is done in *rounds* by one task. Submissions, peer messages and ticks
+only touch the cores and set `_work`; the round runs on the next loop
+iteration, so everything that arrived in one iteration is handled together:
+every replica's Ready is persisted, the WAL is synced ONCE, then all messages
+are sent (one write per peer), then every group applies its committed entries
+in one store transaction and advances. Then the next round.
+
+Time: a tick every `tick_ms` (default 10 ms). The election timeout is
+`election_timeout_ticks` (default 20, randomized by Raft in [T, 2T): 200-400
+ms) and the leader heartbeats every `heartbeat_ticks` (default 2). Ticks
+missed while the loop was busy are skipped, not replayed in a burst, so a
+node's own stall never fires its election timer several times at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_message
+from ringbolt.consensus.raft import Raft, RaftConfig
+from ringbolt.consensus.types import NotLeader, Role
+from ringbolt.kv.machine import CommandFailed, Result
+from ringbolt.server import limits
+from ringbolt.server.config import NodeConfig
+from ringbolt.server.replica import ReadValue, Replica
+from ringbolt.server.service import (
+    Busy,
+    CrossShard,
+    ServiceError,
+    ServiceLimits,
+    Unavailable,
+)
+from ringbolt.server.transport import (
+    ForwardRequest,
+    ForwardResponse,
+    ForwardStatus,
+    MalformedFrame,
+    Transport,
+)
+from ringbolt.shard.ring import Ring
+from ringbolt.storage.engine import StateMachineStore
+from ringbolt.storage.wal import GroupCommitter, WriteAheadLog
+
+log = logging.getLogger("ringbolt.node")
+
+_EXPIRE_EVERY_TICKS = 10
+
+
+class StartupError(Exception):
+    """The node cannot start; `str(error)` is the one line shown to the operator."""
+
+
+class RemoteError(ServiceError):
+    """An error line produced by another node, passed through unchanged."""
+
+    def __init__(self, line: str) -> None:
+        Exception.__init__(self, line)
+
+
+class Node:
+    def __init__(self, config: NodeConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.rng = rng if rng is not None else random.Random()
+        self.limits = ServiceLimits(key_bytes_max=config.limits.key_bytes_max,
+                                    value_bytes_max=config.limits.value_bytes_max,
+                                    requirepass=config.requirepass)
+        self.group_ids = list(range(config.shards))
+        self.ring = Ring.uniform(self.group_ids)
+        self.replicas: dict[int, Replica] = {}
+        self.transport = Transport(config.node_id,
+                                   {p.node_id: p.address for p in config.peers.values()},
+                                   self, random.Random(self.rng.random()))
+        self.forwards: dict[int, tuple[asyncio.Future[Result], float, int]] = {}
+        self._request_ids = itertools.count(1)
+        self._work = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock_file: Any = None
+        self._wal: Any = None
+        self._committer: Any = None
+        self._store: Any = None
+        self._client_server: Any = None
+        self._admin: Any = None
+        self.started_at = time.time()
+        self.stats = {"rounds": 0, "fsyncs": 0, "fsync_seconds": 0.0, "readies": 0,
+                      "round_entries_max": 0, "messages_sent": 0, "messages_dropped": 0,
+                      "forwards_sent": 0, "forwards_served": 0, "forward_timeouts": 0,
+                      "writes": 0, "reads": 0, "stale_reads": 0, "ticks": 0,
+                      "unknown_group_messages": 0}
+        self.batch_sizes: list[int] = []
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open storage, bind every port, then start talking. Raises `StartupError`."""
+        self._open_storage()
+        try:
+            await self._bind()
+        except BaseException:
+            await self._close_storage()
+            raise
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._drive()), loop.create_task(self._tick())]
+        log.info("node %d up: clients %s, peers %s, admin %s, %d shard(s), data %s",
+                 self.node_id, self.config.client_address, self.config.peer_address,
+                 self.config.admin_address, len(self.group_ids), self.config.data_dir)
+
+    def _open_storage(self) -> None:
+        data_dir = self.config.data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(data_dir / "LOCK", "a+")  # noqa: SIM115 - held for life
+        except OSError as error:
+            raise StartupError(f"data_dir {data_dir}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StartupError(f"data_dir {data_dir}: in use by another process") from None
+        try:
+            self._wal = WriteAheadLog.open(data_dir / "wal")
+            self._store = StateMachineStore.open(data_dir / "state")
+            recovered = self._wal.recovered()
+        except AssertionError:
+            raise
+        except Exception as error:  # any storage failure at startup is fatal and reported
+            raise StartupError(f"data_dir {data_dir}: {error}") from None
+        self._committer = GroupCommitter(self._wal)
+        for group_id in self.group_ids:
+            core = Raft(RaftConfig(node_id=self.node_id, voters=self.config.voters,
+                                   election_timeout_ticks=self.config.election_timeout_ticks,
+                                   heartbeat_ticks=self.config.heartbeat_ticks),
+                        random.Random(self.rng.random()), recovered.get(group_id))
+            self.replicas[group_id] = Replica(group_id, core, self._wal, self._store,
+                                              clock=time.monotonic)
+
+    async def _bind(self) -> None:
+        from ringbolt.server.admin import start_admin
+        from ringbolt.server.connection import serve_clients
+
+        config = self.config
+        step = "client_address"
+        try:
+            self._client_server = await serve_clients(self, config.client_address.host,
+                                                      config.client_address.port)
+            step = "peer_address"
+            await self.transport.start(config.peer_address)
+            if config.admin_address is not None:
+                step = "admin_address"
+                self._admin = await start_admin(self, config.admin_address)
+        except OSError as error:
+            address = getattr(config, step)
+            await self._close_servers()
+            raise StartupError(f"{step} {address}: cannot listen: "
+                               f"{error.strerror or error}") from None
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, finish the round, sync the WAL, close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._client_server is not None:
+            self._client_server.close()
+        self._work.set()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        error = Unavailable("the node is shutting down; the outcome of the write is unknown")
+        for replica in self.replicas.values():
+            replica.fail_all(error)
+        for future, _, _ in self.forwards.values():
+            if not future.done():
+                future.set_exception(error)
+        self.forwards.clear()
+        await self._close_servers()
+        await self._close_storage()
+        log.info("node %d stopped", self.node_id)
+
+    async def _close_servers(self) -> None:
+        if self._client_server is not None:
+            self._client_server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._client_server.wait_closed(), 2.0)
+        await self.transport.close()
+        if self._admin is not None:
+            await self._admin.cleanup()
+            self._admin = None
+
+    async def _close_storage(self) -> None:
+        if self._wal is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._wal.sync)
+            self._wal.close()
+            self._wal = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- the driver ---------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            await self._round()
+            if any(r.core.has_ready() for r in self.replicas.values()):
+                self._work.set()
+
+    async def _round(self) -> None:
+        readies = []
+        for replica in self.replicas.values():
+            replica.issue_reads()
+            ready = replica.take_ready()
+            if ready is not None:
+                readies.append((replica, ready))
+        if not readies:
+            return
+        self.stats["rounds"] += 1
+        self.stats["readies"] += len(readies)
+        must_sync = False
+        appended = 0
+        for replica, ready in readies:
+            replica.persist(ready)
+            must_sync = must_sync or ready.must_sync()
+            appended += len(ready.entries)
+        if appended:
+            self.batch_sizes.append(appended)
+            del self.batch_sizes[:-1000]
+            self.stats["round_entries_max"] = max(self.stats["round_entries_max"], appended)
+        if must_sync and self.config.fsync:
+            started = time.monotonic()
+            await self._committer.sync()
+            self.stats["fsyncs"] += 1
+            self.stats["fsync_seconds"] += time.monotonic() - started
+        for replica, ready in readies:
+            for message in ready.messages:
+                self._send(replica.group_id, message)
+        for replica, ready in readies:
+            replica.apply(ready)
+            replica.advance(ready)
+
+    def _send(self, group_id: int, message: Any) -> None:
+        recipient = message.recipient
+        assert recipient != self.node_id, "a core addressed a message to itself"
+        if self.transport.send_raft(recipient, group_id, encode_message(message)):
+            self.stats["messages_sent"] += 1
+        else:
+            self.stats["messages_dropped"] += 1
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval_s = self.config.tick_ms / 1000
+        next_at = loop.time()
+        for count in itertools.count(1):
+            next_at += interval_s
+            delay_s = next_at - loop.time()
+            if delay_s < 0:
+                next_at = loop.time()  # skip missed ticks instead of bursting them
+                delay_s = 0
+            await asyncio.sleep(delay_s)
+            for replica in self.replicas.values():
+                replica.core.tick()
+            self.stats["ticks"] += 1
+            if count % _EXPIRE_EVERY_TICKS == 0:
+                now = time.monotonic()
+                for replica in self.replicas.values():
+                    replica.expire(now)
+                self._expire_forwards(now)
+            self._work.set()
+
+    # -- KeyValueService -----------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def group_of(self, keys: Sequence[bytes]) -> int:
+        assert keys, "a write names at least one key"
+        group_id = self.ring.shard_for_key(keys[0])
+        for key in keys[1:]:
+            if self.ring.shard_for_key(key) != group_id:
+                raise CrossShard("keys of one command must live in one shard")
+        return group_id
+
+    def submit_write(self, keys: Sequence[bytes], command: bytes) -> asyncio.Future[Result]:
+        group_id = self.group_of(keys)
+        self.stats["writes"] += 1
+        return self._write(group_id, command)
+
+    def _write(self, group_id: int, command: bytes) -> asyncio.Future[Result]:
+        if self._stopping:
+            return _failed(Unavailable("the node is shutting down; not executed, retry"))
+        replica = self.replicas[group_id]
+        leader = replica.leader
+        if replica.role is Role.LEADER:
+            try:
+                future = replica.propose(command)
+            except NotLeader as error:
+                leader = error.leader_hint
+            else:
+                self._work.set()
+                return future
+        if leader in (0, self.node_id):
+            return _failed(Unavailable(f"shard {group_id} has no leader (election in "
+                                       "progress); the command was not executed, retry"))
+        return self._forward(leader, group_id, command)
+
+    def _forward(self, leader: int, group_id: int, command: bytes) -> asyncio.Future[Result]:
+        if len(self.forwards) >= limits.forwards_inflight_max:
+            raise Busy("too many writes forwarded to the leader; not executed, retry")
+        request_id = next(self._request_ids)
+        try:
+            self.transport.send_forward_request(
+                leader, ForwardRequest(request_id=request_id, group_id=group_id, command=command))
+        except Unavailable as error:
+            return _failed(error)
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.forwards[request_id] = (future, time.monotonic() + limits.forward_timeout_s, leader)
+        self.stats["forwards_sent"] += 1
+        return future
+
+    def submit_read(self, key: bytes, *, stale: bool = False) -> asyncio.Future[ReadValue]:
+        replica = self.replicas[self.ring.shard_for_key(key)]
+        if stale:
+            self.stats["stale_reads"] += 1
+            future: asyncio.Future[ReadValue] = asyncio.get_running_loop().create_future()
+            future.set_result(replica.read_stale(key))
+            return future
+        if self._stopping:
+            return _failed(Unavailable("the node is shutting down; retry"))
+        self.stats["reads"] += 1
+        future = replica.read(key)
+        self._work.set()
+        return future
+
+    async def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        """Local (stale) scan. Cursor = inner_cursor * shards + shard position."""
+        shards = len(self.group_ids)
+        position, inner = cursor % shards, cursor // shards
+        if cursor < 0 or position >= shards:
+            return 0, []
+        next_inner, keys = self._store.scan(self.group_ids[position], inner, count)
+        if next_inner:
+            return next_inner * shards + position, keys
+        if position + 1 < shards:
+            return position + 1, keys
+        return 0, keys
+
+    async def dbsize(self) -> int:
+        return sum(self._store.count(g) for g in self.group_ids)
+
+    def info(self) -> dict[str, dict[str, object]]:
+        leaders = sum(1 for r in self.replicas.values() if r.role is Role.LEADER)
+        return {
+            "server": {"ringbolt_version": "0.1.0", "node_id": self.node_id,
+                       "process_id": os.getpid(),
+                       "uptime_in_seconds": int(time.time() - self.started_at),
+                       "tcp_port": self.config.client_address.port,
+                       "dc": self.config.dc, "zone": self.config.zone},
+            "replication": {"role": "master" if leaders else "slave", "shards": len(self.group_ids),
+                            "shards_led": leaders, "peers": len(self.config.peers)},
+            "stats": {k: v for k, v in self.stats.items() if isinstance(v, int)},
+        }
+
+    def cluster_description(self) -> dict[str, object]:
+        return self.status()
+
+    # -- peer messages ----------------------------------------------------------------
+
+    def on_raft(self, sender: int, group_id: int, payload: bytes) -> None:
+        try:
+            message = decode_message(payload)
+        except MessageDecodeError as error:
+            raise MalformedFrame(f"bad Raft message for group {group_id}: {error}") from None
+        if message.sender != sender or message.recipient != self.node_id:
+            raise MalformedFrame(f"Raft message from {message.sender} to {message.recipient} "
+                                 f"on the link from {sender}")
+        replica = self.replicas.get(group_id)
+        if replica is None:
+            self.stats["unknown_group_messages"] += 1  # peer configured with more shards
+            return
+        replica.core.step(message)
+        self._work.set()
+
+    def on_forward_request(self, sender: int, request: ForwardRequest) -> None:
+        replica = self.replicas.get(request.group_id)
+        if replica is None or replica.role is not Role.LEADER or self._stopping:
+            self._respond_error(sender, request.request_id, Unavailable(
+                f"node {self.node_id} does not lead shard {request.group_id}; "
+                "the command was not executed, retry"))
+            return
+        try:
+            future = replica.propose(request.command)
+        except NotLeader:
+            self._respond_error(sender, request.request_id, Unavailable(
+                f"node {self.node_id} lost the lead of shard {request.group_id}; "
+                "the command was not executed, retry"))
+            return
+        except ServiceError as error:
+            self._respond_error(sender, request.request_id, error)
+            return
+        self.stats["forwards_served"] += 1
+        future.add_done_callback(lambda done: self._respond(sender, request.request_id, done))
+        self._work.set()
+
+    def _respond(self, peer: int, request_id: int, done: asyncio.Future[Result]) -> None:
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            assert isinstance(error, ServiceError), f"unexpected failure {error!r}"
+            self._respond_error(peer, request_id, error)
+            return
+        result = done.result()
+        if isinstance(result, CommandFailed):
+            response = ForwardResponse(request_id=request_id, status=ForwardStatus.COMMAND_FAILED,
+                                       payload=result.message)
+        else:
+            response = ForwardResponse(request_id=request_id, status=ForwardStatus.OK,
+                                       payload=result)
+        self.transport.send_forward_response(peer, response)
+
+    def _respond_error(self, peer: int, request_id: int, error: ServiceError) -> None:
+        self.transport.send_forward_response(peer, ForwardResponse(
+            request_id=request_id, status=ForwardStatus.ERROR, payload=str(error)))
+
+    def on_forward_response(self, sender: int, response: ForwardResponse) -> None:
+        entry = self.forwards.pop(response.request_id, None)
+        if entry is None:
+            return  # timed out already
+        future, _, leader = entry
+        if leader != sender:
+            raise MalformedFrame(f"answer to request {response.request_id} from the wrong node")
+        if future.done():
+            return
+        if response.status is ForwardStatus.OK:
+            future.set_result(response.payload)
+        elif response.status is ForwardStatus.COMMAND_FAILED:
+            future.set_result(CommandFailed(str(response.payload)))
+        else:
+            future.set_exception(RemoteError(str(response.payload)))
+
+    def _expire_forwards(self, now: float) -> None:
+        while self.forwards:
+            request_id, (future, deadline, leader) = next(iter(self.forwards.items()))
+            if deadline > now:
+                break
+            del self.forwards[request_id]
+            self.stats["forward_timeouts"] += 1
+            if not future.done():
+                future.set_exception(Unavailable(
+                    f"no answer from leader node {leader} within "
+                    f"{limits.forward_timeout_s:g} s; the outcome of the write is unknown"))
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        groups = []
+        for group_id, replica in self.replicas.items():
+            status = replica.status()
+            groups.append({
+                "group": group_id, "role": status.role.name.lower(), "term": status.term,
+                "leader": status.leader, "commit": status.commit, "applied": replica.applied,
+                "last_index": status.last_index, "followers": self._follower_lag(replica),
+            })
+        peers = {str(p.node_id): {"address": str(p.address),
+                                  "client_address": str(p.client_address or ""),
+                                  "connected": self.transport.connected(p.node_id)}
+                 for p in self.config.peers.values()}
+        return {"node_id": self.node_id, "dc": self.config.dc, "zone": self.config.zone,
+                "client_address": str(self.config.client_address),
+                "peer_address": str(self.config.peer_address),
+                "shards": len(self.group_ids), "groups": groups, "peers": peers}
+
+    def _follower_lag(self, replica: Replica) -> dict[str, dict[str, int]]:
+        progress = getattr(replica.core, "progress", None)
+        if replica.role is not Role.LEADER or not isinstance(progress, dict):
+            return {}
+        last = replica.core.status().last_index
+        return {str(node): {"match": p.match, "lag": last - p.match}
+                for node, p in progress.items() if node != self.node_id}
+
+    def statistics(self) -> dict[str, object]:
+        return {"node": dict(self.stats),
+                "forwards_inflight": len(self.forwards),
+                "replicas": {g: r.statistics() for g, r in self.replicas.items()},
+                "transport": self.transport.statistics()}
+
+
+def _failed(error: ServiceError) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(error)
+    return future

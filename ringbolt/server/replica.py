@@ -1,0 +1,319 @@
+"""One Raft group on one node: the driver of ONE consensus core.
+
+Theory of operation
+-------------------
+A `Replica` owns a `ConsensusCore`, the futures of the proposals and reads it
+accepted, and the group's slice of the node's WAL and state-machine store.
+The node runs the Ready contract for all of its replicas together, in rounds:
+
+1. `issue_reads()` turns the reads submitted since the last round into ONE
+   `read_index` call (one quorum round serves a whole batch of reads);
+2. `take_ready()` -> `persist(ready)`: append entries / hard state / snapshot
+   metadata to the shared WAL (snapshots are installed into the store here);
+3. the node fdatasyncs the WAL ONCE for every replica's Ready of the round;
+4. the node sends every replica's `ready.messages`;
+5. `apply(ready)`: committed entries go to the store in one LMDB transaction,
+   proposal futures complete, read states are served; then `core.advance`.
+
+A proposal is tracked by the (term, index) `propose` returned. When a
+committed entry shows up at that index with the same term, the future gets the
+state machine's result; with another term, the proposal was lost (a new leader
+overwrote it) and the future fails with a definite "not committed, retry".
+Proposals and reads that have not completed within `forward_timeout_s` fail
+with `Unavailable`; for writes the message says the outcome is unknown.
+
+Every `compact_every_entries` applied entries the replica takes a snapshot of
+its group from the store and hands it to the core (`core.compact`), after which
+the WAL may drop the covered entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ringbolt.consensus.types import (
+    ConsensusCore,
+    Entry,
+    EntryKind,
+    NotLeader,
+    ProposalDropped,
+    Ready,
+    Role,
+    Status,
+)
+from ringbolt.kv.machine import Result
+from ringbolt.server import limits
+from ringbolt.server.service import Busy, ServiceError, Unavailable
+
+ReadValue = tuple[bytes, int] | None
+
+
+class NotCommitted(ServiceError):
+    """A definite failure: the entry was replaced by another leader's."""
+
+    prefix = "TRYAGAIN"
+
+
+class GroupLog(Protocol):
+    """The WAL as one replica sees it (the node's shared `WriteAheadLog`)."""
+
+    def append(self, group_id: int, *, entries: list[Entry], hard_state: Any,
+               snapshot_meta: Any) -> None: ...
+
+    def compact(self, group_id: int, index: int) -> None: ...
+
+
+class GroupStore(Protocol):
+    """The state-machine store as one replica sees it (the node's LMDB store)."""
+
+    def apply(self, group_id: int, entries: list[Entry]) -> list[Result]: ...
+
+    def applied_index(self, group_id: int) -> int: ...
+
+    def get(self, group_id: int, key: bytes) -> ReadValue: ...
+
+    def snapshot_bytes(self, group_id: int) -> bytes: ...
+
+    def install_snapshot(self, group_id: int, snapshot: Any) -> None: ...
+
+
+@dataclass(slots=True)
+class _Proposal:
+    term: int
+    future: asyncio.Future[Result]
+    deadline: float
+
+
+@dataclass(slots=True)
+class _ReadBatch:
+    reads: list[tuple[bytes, asyncio.Future[ReadValue]]]
+    deadline: float
+    index: int = -1
+
+
+class Replica:
+    def __init__(self, group_id: int, core: ConsensusCore, log: GroupLog, store: GroupStore,
+                 *, clock: Callable[[], float],
+                 compact_every_entries: int = limits.compact_every_entries) -> None:
+        self.group_id = group_id
+        self.core = core
+        self.log = log
+        self.store = store
+        self.clock = clock
+        self.compact_every_entries = compact_every_entries
+        self.applied = store.applied_index(group_id)
+        self.compacted = self.applied
+        self.proposals: dict[int, _Proposal] = {}
+        self.read_batch: list[tuple[bytes, asyncio.Future[ReadValue]]] = []
+        self.reads_waiting: dict[bytes, _ReadBatch] = {}
+        """Batches whose ReadIndex round is in flight, by context."""
+        self.reads_indexed: list[_ReadBatch] = []
+        """Batches with a read index, waiting for apply to reach it."""
+        self._contexts = itertools.count(1)
+        self.leader = 0
+        self.role = Role.FOLLOWER
+        self.term = 0
+        self.stats = {"proposals": 0, "proposals_dropped": 0, "applied_entries": 0,
+                      "apply_batches": 0, "reads": 0, "read_batches": 0, "not_committed": 0,
+                      "timeouts": 0, "snapshots_taken": 0, "snapshots_installed": 0,
+                      "leader_changes": 0}
+
+    # -- submissions (called from client and peer callbacks) --------------------
+
+    def propose(self, command: bytes) -> asyncio.Future[Result]:
+        """Raises `NotLeader` (caller forwards) or `Busy`."""
+        if len(self.proposals) >= limits.proposals_pending_max:
+            raise Busy(f"shard {self.group_id} has too many writes in flight; retry")
+        try:
+            term, index = self.core.propose(command)
+        except ProposalDropped as error:
+            self.stats["proposals_dropped"] += 1
+            raise Busy(f"shard {self.group_id} refused the write ({error}); "
+                       "it was not executed, retry") from None
+        assert index not in self.proposals, "the core reused an index it handed out"
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.proposals[index] = _Proposal(term, future, self.clock() + limits.forward_timeout_s)
+        self.stats["proposals"] += 1
+        return future
+
+    def read(self, key: bytes) -> asyncio.Future[ReadValue]:
+        pending = len(self.read_batch) + len(self.reads_waiting) + len(self.reads_indexed)
+        if pending >= limits.reads_pending_max:
+            raise Busy(f"shard {self.group_id} has too many reads in flight; retry")
+        future: asyncio.Future[ReadValue] = asyncio.get_running_loop().create_future()
+        self.read_batch.append((key, future))
+        self.stats["reads"] += 1
+        return future
+
+    def read_stale(self, key: bytes) -> ReadValue:
+        return self.store.get(self.group_id, key)
+
+    # -- one round of the Ready contract ----------------------------------------
+
+    def issue_reads(self) -> None:
+        if not self.read_batch:
+            return
+        batch = _ReadBatch(self.read_batch, self.clock() + limits.forward_timeout_s)
+        self.read_batch = []
+        context = next(self._contexts).to_bytes(8, "big")
+        try:
+            self.core.read_index(context)
+        except NotLeader as error:
+            _fail_reads(batch, Unavailable(f"shard {self.group_id} has no leader "
+                                           f"(hint: {error.leader_hint or 'none'}); retry"))
+            return
+        except ProposalDropped as error:
+            _fail_reads(batch, Busy(f"shard {self.group_id} refused the read ({error}); retry"))
+            return
+        self.stats["read_batches"] += 1
+        self.reads_waiting[context] = batch
+
+    def take_ready(self) -> Ready | None:
+        if not self.core.has_ready():
+            return None
+        ready = self.core.ready()
+        if ready.soft_state is not None:
+            if ready.soft_state.leader != self.leader:
+                self.stats["leader_changes"] += 1
+            self.leader = ready.soft_state.leader
+            self.role = ready.soft_state.role
+            self.term = ready.soft_state.term
+        return ready
+
+    def persist(self, ready: Ready) -> None:
+        """Step 1 of the contract, without the sync (the node syncs once per round)."""
+        snapshot = ready.snapshot
+        if snapshot is not None:
+            assert snapshot.meta.index > self.applied, "a snapshot must move the group forward"
+            self.store.install_snapshot(self.group_id, snapshot)
+            self.applied = snapshot.meta.index
+            self.compacted = snapshot.meta.index
+            self.stats["snapshots_installed"] += 1
+            self._fail_covered(snapshot.meta.index)
+        if ready.entries or ready.hard_state is not None or snapshot is not None:
+            self.log.append(self.group_id, entries=ready.entries, hard_state=ready.hard_state,
+                            snapshot_meta=None if snapshot is None else snapshot.meta)
+
+    def apply(self, ready: Ready) -> None:
+        """Step 3: apply committed entries (one store transaction), answer futures."""
+        entries = [e for e in ready.committed_entries if e.index > self.applied]
+        if entries:
+            assert entries[0].index == self.applied + 1, "committed entries must be contiguous"
+            results = self.store.apply(self.group_id, entries)
+            assert len(results) == len(entries), "the store answers every entry"
+            self.applied = entries[-1].index
+            self.stats["applied_entries"] += len(entries)
+            self.stats["apply_batches"] += 1
+            for entry, result in zip(entries, results, strict=True):
+                self._complete(entry, result)
+        for state in ready.read_states:
+            batch = self.reads_waiting.pop(state.context, None)
+            if batch is not None:
+                batch.index = state.index
+                self.reads_indexed.append(batch)
+        if self.reads_indexed:
+            self._serve_reads()
+        if self.applied - self.compacted >= self.compact_every_entries:
+            self._compact()
+
+    def advance(self, ready: Ready) -> None:
+        self.core.advance(ready)
+
+    def _complete(self, entry: Entry, result: Result) -> None:
+        proposal = self.proposals.pop(entry.index, None)
+        if proposal is None or proposal.future.done():
+            return
+        if proposal.term != entry.term or entry.kind is not EntryKind.NORMAL:
+            self.stats["not_committed"] += 1
+            proposal.future.set_exception(NotCommitted(
+                "the write was not committed (leadership changed); retry"))
+        else:
+            proposal.future.set_result(result)
+
+    def _serve_reads(self) -> None:
+        waiting: list[_ReadBatch] = []
+        for batch in self.reads_indexed:
+            if batch.index > self.applied:
+                waiting.append(batch)
+                continue
+            for key, future in batch.reads:
+                if not future.done():
+                    future.set_result(self.store.get(self.group_id, key))
+        self.reads_indexed = waiting
+
+    def _compact(self) -> None:
+        data = self.store.snapshot_bytes(self.group_id)
+        self.core.compact(self.applied, data)
+        self.log.compact(self.group_id, self.applied)
+        self.compacted = self.applied
+        self.stats["snapshots_taken"] += 1
+
+    def _fail_covered(self, index: int) -> None:
+        """A snapshot replaced the log up to `index`: proposals there are unknown."""
+        for proposal_index in [i for i in self.proposals if i <= index]:
+            proposal = self.proposals.pop(proposal_index)
+            if not proposal.future.done():
+                proposal.future.set_exception(Unavailable(
+                    "the outcome of the write is unknown (replaced by a snapshot)"))
+
+    # -- housekeeping ------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Fail proposals and reads past their deadline (both are kept in deadline order)."""
+        while self.proposals:
+            index, proposal = next(iter(self.proposals.items()))
+            if proposal.deadline > now:
+                break
+            del self.proposals[index]
+            self.stats["timeouts"] += 1
+            if not proposal.future.done():
+                proposal.future.set_exception(Unavailable(
+                    f"shard {self.group_id}: no commit within {limits.forward_timeout_s:g} s; "
+                    "the outcome of the write is unknown"))
+        while self.reads_waiting:
+            context, batch = next(iter(self.reads_waiting.items()))
+            if batch.deadline > now:
+                break
+            del self.reads_waiting[context]
+            self.stats["timeouts"] += 1
+            _fail_reads(batch, Unavailable(f"shard {self.group_id}: read not confirmed by a "
+                                           "quorum in time; retry"))
+        expired = [b for b in self.reads_indexed if b.deadline <= now]
+        if expired:
+            self.reads_indexed = [b for b in self.reads_indexed if b.deadline > now]
+            for batch in expired:
+                _fail_reads(batch, Unavailable(f"shard {self.group_id}: replica too far "
+                                               "behind to serve the read in time; retry"))
+
+    def fail_all(self, error: ServiceError) -> None:
+        """Shutdown: nothing pending will complete."""
+        for proposal in self.proposals.values():
+            if not proposal.future.done():
+                proposal.future.set_exception(error)
+        self.proposals.clear()
+        batches = [_ReadBatch(self.read_batch, 0.0), *self.reads_waiting.values(),
+                   *self.reads_indexed]
+        for batch in batches:
+            _fail_reads(batch, error)
+        self.read_batch = []
+        self.reads_waiting.clear()
+        self.reads_indexed = []
+
+    def status(self) -> Status:
+        return self.core.status()
+
+    def statistics(self) -> dict[str, int]:
+        return {**self.stats, "proposals_pending": len(self.proposals),
+                "reads_pending": len(self.read_batch) + sum(
+                    len(b.reads) for b in (*self.reads_waiting.values(), *self.reads_indexed)),
+                "applied": self.applied}
+
+
+def _fail_reads(batch: _ReadBatch, error: ServiceError) -> None:
+    for _, future in batch.reads:
+        if not future.done():
+            future.set_exception(error)

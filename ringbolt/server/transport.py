@@ -1,0 +1,378 @@
+"""Peer links between nodes: persistent TCP, length-prefixed msgpack frames, batched.
+
+Theory of operation
+-------------------
+Every node dials every peer once (an *outbound* link it only writes to) and
+accepts the peers' dials (*inbound* links it only reads from); so each pair of
+nodes shares two TCP connections, one per direction, and no connection ever
+needs de-duplication.
+
+A frame is a 4-byte big-endian length followed by a msgpack array
+``[WIRE_VERSION, kind, body]``. The first frame on a connection is HELLO
+(the dialler's node id); every later frame is a BATCH carrying, for one peer,
+all Raft messages of every group queued since the previous flush
+(``[group_id, encoded message]`` pairs), forwarded client writes
+(`ForwardRequest`) and their answers (`ForwardResponse`).
+
+Queueing a message schedules ONE flush for the next event-loop iteration, so
+everything produced in one iteration goes out in one write per peer.
+
+Bounds: each peer has a queue of at most `peer_queue_msgs_max` messages. When
+it is full -- or the peer is unreachable, or its socket buffer is above
+`peer_write_buffer_bytes_high` -- Raft messages are dropped (Raft retransmits)
+while forwards are refused with `Busy`/`Unavailable` so that clients learn the
+outcome at once. A frame longer than `frame_bytes_max`, an undecodable frame
+or an unknown kind is the peer's fault: that connection is closed with one
+log line and the node carries on.
+
+Outbound links reconnect forever with bounded exponential backoff and jitter
+drawn from an injected `random.Random`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgpack
+
+from ringbolt.server import limits
+from ringbolt.server.config import Address
+from ringbolt.server.service import Busy, Unavailable
+
+log = logging.getLogger("ringbolt.transport")
+
+WIRE_VERSION = 1
+_HEADER_BYTES = 4
+
+
+class FrameKind(enum.IntEnum):
+    HELLO = 1
+    BATCH = 2
+
+
+class ForwardStatus(enum.IntEnum):
+    OK = 0
+    """`payload` is the state machine's result."""
+    COMMAND_FAILED = 1
+    """`payload` is the `CommandFailed` message (the command was applied as a no-op)."""
+    ERROR = 2
+    """`payload` is a full error line (prefix + message) of a `ServiceError`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardRequest:
+    request_id: int
+    group_id: int
+    command: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardResponse:
+    request_id: int
+    status: ForwardStatus
+    payload: Any
+
+
+class MalformedFrame(Exception):
+    """A peer sent something we cannot decode; its connection is closed."""
+
+
+class TransportHandler(Protocol):
+    def on_raft(self, sender: int, group_id: int, payload: bytes) -> None:
+        """Raises `MalformedFrame` when `payload` does not decode."""
+        ...
+
+    def on_forward_request(self, sender: int, request: ForwardRequest) -> None: ...
+
+    def on_forward_response(self, sender: int, response: ForwardResponse) -> None: ...
+
+
+def encode_frame(kind: FrameKind, body: object) -> bytes:
+    payload = msgpack.packb([WIRE_VERSION, int(kind), body], use_bin_type=True)
+    assert len(payload) <= limits.frame_bytes_max, "frame larger than a peer accepts"
+    return len(payload).to_bytes(_HEADER_BYTES, "big") + payload
+
+
+def decode_frame(payload: bytes) -> tuple[FrameKind, Any]:
+    try:
+        raw = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
+    except (msgpack.UnpackException, ValueError) as error:
+        raise MalformedFrame(f"undecodable frame: {error}") from None
+    if not isinstance(raw, list) or len(raw) != 3:
+        raise MalformedFrame("frame is not [version, kind, body]")
+    if raw[0] != WIRE_VERSION:
+        raise MalformedFrame(f"unknown wire version {raw[0]!r}")
+    try:
+        kind = FrameKind(raw[1])
+    except ValueError:
+        raise MalformedFrame(f"unknown frame kind {raw[1]!r}") from None
+    return kind, raw[2]
+
+
+class PeerLink:
+    """The outbound side towards one peer: a bounded queue and a reconnecting socket."""
+
+    def __init__(self, owner: Transport, peer_id: int, address: Address) -> None:
+        self.owner = owner
+        self.peer_id = peer_id
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self.raft: list[list[object]] = []
+        self.requests: list[list[object]] = []
+        self.responses: list[list[object]] = []
+        self.closed: asyncio.Event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.stats = {"frames_sent": 0, "msgs_sent": 0, "bytes_sent": 0, "dropped": 0,
+                      "connects": 0, "queue_peak": 0}
+
+    @property
+    def queued(self) -> int:
+        return len(self.raft) + len(self.requests) + len(self.responses)
+
+    def writable(self) -> bool:
+        return (self.transport is not None
+                and self.transport.get_write_buffer_size() < limits.peer_write_buffer_bytes_high)
+
+    def flush(self) -> None:
+        if not self.queued:
+            return
+        self.stats["queue_peak"] = max(self.stats["queue_peak"], self.queued)
+        if self.transport is None:
+            self.stats["dropped"] += len(self.raft) + len(self.responses)
+            self.raft.clear()
+            self.responses.clear()
+            self.requests.clear()  # refused when queued; only races with a disconnect
+            return
+        if not self.writable():
+            return  # keep the queue; `enqueue` drops once it is full
+        chunks: list[bytes] = []
+        step = limits.frame_msgs_max
+        while self.queued:
+            raft, self.raft = self.raft[:step], self.raft[step:]
+            requests, self.requests = self.requests[:step], self.requests[step:]
+            responses, self.responses = self.responses[:step], self.responses[step:]
+            frame = encode_frame(FrameKind.BATCH, [raft, requests, responses])
+            chunks.append(frame)
+            self.stats["frames_sent"] += 1
+            self.stats["msgs_sent"] += len(raft) + len(requests) + len(responses)
+            self.stats["bytes_sent"] += len(frame)
+        self.transport.writelines(chunks)
+
+    async def run(self) -> None:
+        """Dial the peer forever with bounded exponential backoff."""
+        loop = asyncio.get_running_loop()
+        backoff = limits.reconnect_backoff_initial_s
+        while True:
+            try:
+                transport, _ = await loop.create_connection(
+                    lambda: _OutboundProtocol(self), self.address.host, self.address.port)
+            except OSError as error:
+                log.debug("peer %d at %s unreachable: %s", self.peer_id, self.address, error)
+            else:
+                assert isinstance(transport, asyncio.Transport)
+                self.transport = transport
+                self.stats["connects"] += 1
+                self.closed.clear()
+                transport.write(encode_frame(FrameKind.HELLO, [self.owner.node_id]))
+                log.info("connected to peer %d at %s", self.peer_id, self.address)
+                backoff = limits.reconnect_backoff_initial_s
+                self.owner.schedule_flush()
+                await self.closed.wait()
+                self.transport = None
+                log.info("lost connection to peer %d", self.peer_id)
+            await asyncio.sleep(backoff * (0.5 + self.owner.rng.random() / 2))
+            backoff = min(backoff * 2, limits.reconnect_backoff_max_s)
+
+
+class _OutboundProtocol(asyncio.Protocol):
+    def __init__(self, link: PeerLink) -> None:
+        self.link = link
+
+    def data_received(self, data: bytes) -> None:
+        pass  # peers never write on our outbound link
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.closed.set()
+
+
+class _InboundProtocol(asyncio.Protocol):
+    """Reads frames from one peer's dial; any malformed input closes it."""
+
+    def __init__(self, owner: Transport) -> None:
+        self.owner = owner
+        self.buffer = bytearray()
+        self.peer_id: int | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.owner.inbound.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.inbound.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            self._drain()
+        except MalformedFrame as error:
+            self.owner.stats["malformed"] += 1
+            peer = "unidentified peer" if self.peer_id is None else f"peer {self.peer_id}"
+            log.warning("closing connection from %s: %s", peer, error)
+            self.buffer.clear()
+            assert self.transport is not None
+            self.transport.abort()
+
+    def _drain(self) -> None:
+        while len(self.buffer) >= _HEADER_BYTES:
+            length = int.from_bytes(self.buffer[:_HEADER_BYTES], "big")
+            if length > limits.frame_bytes_max:
+                raise MalformedFrame(f"frame of {length} bytes exceeds {limits.frame_bytes_max}")
+            if len(self.buffer) < _HEADER_BYTES + length:
+                return
+            payload = bytes(self.buffer[_HEADER_BYTES:_HEADER_BYTES + length])
+            del self.buffer[:_HEADER_BYTES + length]
+            kind, body = decode_frame(payload)
+            self.owner.stats["frames_received"] += 1
+            if self.peer_id is None:
+                self._hello(kind, body)
+            elif kind is FrameKind.BATCH:
+                self._batch(self.peer_id, body)
+            else:
+                raise MalformedFrame(f"unexpected {kind.name} frame")
+
+    def _hello(self, kind: FrameKind, body: Any) -> None:
+        if kind is not FrameKind.HELLO or not isinstance(body, list) or len(body) != 1:
+            raise MalformedFrame("the first frame must be HELLO [node_id]")
+        if body[0] not in self.owner.peers:
+            raise MalformedFrame(f"HELLO from unknown node id {body[0]!r}")
+        self.peer_id = int(body[0])
+
+    def _batch(self, sender: int, body: Any) -> None:
+        if not isinstance(body, list) or len(body) != 3:
+            raise MalformedFrame("BATCH body is not [raft, requests, responses]")
+        raft, requests, responses = body
+        handler = self.owner.handler
+        try:
+            decoded_requests = [ForwardRequest(request_id=int(r[0]), group_id=int(r[1]),
+                                               command=_as_bytes(r[2])) for r in requests]
+            decoded_responses = [ForwardResponse(request_id=int(r[0]),
+                                                 status=ForwardStatus(r[1]), payload=r[2])
+                                 for r in responses]
+            decoded_raft = [(int(g), _as_bytes(m)) for g, m in raft]
+        except (TypeError, ValueError, IndexError) as error:
+            raise MalformedFrame(f"malformed BATCH: {error}") from None
+        self.owner.stats["msgs_received"] += len(raft) + len(requests) + len(responses)
+        for group_id, payload in decoded_raft:
+            handler.on_raft(sender, group_id, payload)
+        for request in decoded_requests:
+            handler.on_forward_request(sender, request)
+        for response in decoded_responses:
+            handler.on_forward_response(sender, response)
+
+
+def _as_bytes(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"expected bytes, got {type(value).__name__}")
+    return value
+
+
+class Transport:
+    """All peer links of one node."""
+
+    def __init__(self, node_id: int, peers: Mapping[int, Address], handler: TransportHandler,
+                 rng: random.Random) -> None:
+        assert node_id not in peers
+        self.node_id = node_id
+        self.peers = dict(peers)
+        self.handler = handler
+        self.rng = rng
+        self.links: dict[int, PeerLink] = {}
+        self.inbound: set[_InboundProtocol] = set()
+        self.server: asyncio.Server | None = None
+        self._flush_scheduled = False
+        self.stats = {"frames_received": 0, "msgs_received": 0, "malformed": 0, "flushes": 0}
+
+    async def start(self, listen: Address) -> None:
+        """Listen for peers (raises OSError if the port is taken), then dial them."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _InboundProtocol(self), listen.host,
+                                               listen.port, reuse_address=True)
+        for peer_id, address in self.peers.items():
+            link = PeerLink(self, peer_id, address)
+            self.links[peer_id] = link
+            link.task = asyncio.ensure_future(link.run())
+
+    async def close(self) -> None:
+        self.flush()
+        for link in self.links.values():
+            if link.task is not None:
+                link.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await link.task
+            if link.transport is not None:
+                link.transport.close()
+        if self.server is not None:
+            self.server.close()
+        for inbound in list(self.inbound):
+            if inbound.transport is not None:
+                inbound.transport.abort()
+
+    def connected(self, peer_id: int) -> bool:
+        link = self.links.get(peer_id)
+        return link is not None and link.transport is not None
+
+    def send_raft(self, peer_id: int, group_id: int, payload: bytes) -> bool:
+        """Queue one Raft message; False if it was dropped (unknown peer, full queue)."""
+        link = self.links.get(peer_id)
+        if link is None or link.transport is None or link.queued >= limits.peer_queue_msgs_max:
+            if link is not None:
+                link.stats["dropped"] += 1
+            return False
+        link.raft.append([group_id, payload])
+        self.schedule_flush()
+        return True
+
+    def send_forward_request(self, peer_id: int, request: ForwardRequest) -> None:
+        """Queue a forwarded write; raises `Unavailable`/`Busy` when it cannot be sent."""
+        link = self.links.get(peer_id)
+        if link is None or link.transport is None:
+            raise Unavailable(f"leader node {peer_id} is unreachable; "
+                              "the command was not executed, retry")
+        if link.queued >= limits.peer_queue_msgs_max or not link.writable():
+            raise Busy(f"link to leader node {peer_id} is saturated; "
+                       "the command was not executed, retry")
+        link.requests.append([request.request_id, request.group_id, request.command])
+        self.schedule_flush()
+
+    def send_forward_response(self, peer_id: int, response: ForwardResponse) -> None:
+        link = self.links.get(peer_id)
+        if link is None:
+            return
+        link.responses.append([response.request_id, int(response.status), response.payload])
+        self.schedule_flush()
+
+    def schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        self.stats["flushes"] += 1
+        for link in self.links.values():
+            link.flush()
+
+    def statistics(self) -> dict[str, object]:
+        peers = {peer_id: {**link.stats, "connected": link.transport is not None,
+                           "queued": link.queued}
+                 for peer_id, link in self.links.items()}
+        return {**self.stats, "inbound_connections": len(self.inbound), "peers": peers}
