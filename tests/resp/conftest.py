@@ -1,0 +1,22 @@
+"""Fixtures: a LocalService behind a real loopback RESP server (see resp_harness)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from resp_harness import ServerThread, start_server
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    running = start_server()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[ServerThread]:
+    running = start_server()
+    yield running
+    running.stop()
