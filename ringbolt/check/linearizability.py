@@ -40,7 +40,7 @@ from typing import Any
 
 from ringbolt.check import limits
 from ringbolt.check.history import History, Record
-from ringbolt.check.models import DEFAULT_MODEL, Model, State, Transition, model_named
+from ringbolt.check.models import DEFAULT_MODEL, Model, ModelError, State, Transition, model_named
 
 INFINITY = 1 << 62
 """Return position of indeterminate ops: after every record of any history."""
@@ -165,7 +165,11 @@ def check_history(
     by_key = _operations_by_key(history)
     for operations in by_key.values():
         for operation in operations:
-            spec.transition(operation.f, operation.value, operation.output)  # ModelError
+            if operation.f not in spec.functions:
+                raise ModelError(
+                    f"line {operation.line}: model {spec.name!r} does not define "
+                    f"f={operation.f!r} (cas-register does)"
+                )
     deadline = None if time_limit_s is None else clock() + time_limit_s
     result = LinearizabilityResult(
         valid=True,
@@ -440,7 +444,7 @@ class _Search:
     def _check_bounds(self, cache_entries: int) -> None:
         if cache_entries > limits.search_cache_entries_max:
             raise SearchAborted(f"key {self.key!r}: more than {cache_entries} cached states")
-        if self.deadline is not None and self.clock() > self.deadline:
+        if self.deadline is not None and self.clock() >= self.deadline:
             raise SearchAborted(f"key {self.key!r}: time limit reached")
 
     def _violation(self) -> KeyViolation:
