@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from resp_harness import ServerThread, start_server
 
 from ringbolt.server.local import LocalService
@@ -237,7 +240,7 @@ def test_authentication() -> None:
             b"-NOAUTH Authentication required.\r\n+OK\r\n+OK\r\n$1\r\n1\r\n")
         for protocol in (2, 3):
             anonymous = redis.Redis(port=running.port, protocol=protocol, socket_timeout=10,
-                                    retry_on_error=[], retry=None)
+                                    retry=Retry(NoBackoff(), 0))
             with pytest.raises(redis.AuthenticationError, match="authenticated|required"):
                 anonymous.get("a")
             anonymous.close()
@@ -373,7 +376,7 @@ def test_cluster_commands(client: redis.Redis) -> None:
 def test_scan_visits_every_key_once(client: redis.Redis) -> None:
     keys = {f"user:{i}".encode() for i in range(300)} | {f"item:{i}".encode() for i in range(50)}
     client.mset({key: b"v" for key in keys})
-    seen: list[bytes] = []
+    seen: list[Any] = []
     cursor = 0
     for _ in range(1000):
         cursor, batch = client.scan(cursor, count=17)
