@@ -80,6 +80,7 @@ class ClientConnection(asyncio.Protocol):
         self._paused_for_queue = False
         self._paused_for_writes = False
         self._closing = False
+        self._eof = False
         self.commands_total = 0
         self.pending_peak = 0
 
@@ -112,6 +113,12 @@ class ClientConnection(asyncio.Protocol):
             return
         self._process()
 
+    def eof_received(self) -> bool:
+        """The client half-closed: answer everything it sent, then close."""
+        self._eof = True
+        self._process()
+        return True  # we close the transport ourselves once answered
+
     def pause_writing(self) -> None:
         self._paused_for_writes = True
         self._update_reading()
@@ -142,6 +149,7 @@ class ClientConnection(asyncio.Protocol):
         out: list[bytes] = []
         out_bytes = 0
         limit_bytes = self._limits.write_batch_bytes
+        parser_empty = False
         while not (self._closing or self._paused_for_writes):
             room = self._limits.pending_requests_max - len(queue)
             if room <= 0:
@@ -153,6 +161,7 @@ class ClientConnection(asyncio.Protocol):
                 self._protocol_error(error)
                 return
             if not batch:
+                parser_empty = True
                 break
             self.commands_total += len(batch)
             self._registry.commands_total += len(batch)
@@ -176,7 +185,7 @@ class ClientConnection(asyncio.Protocol):
                 self._flush(out)
                 out_bytes = 0
         self._flush(out)
-        if self._closing and not queue:
+        if not queue and (self._closing or (self._eof and parser_empty)):
             self._close()
         self._update_reading()
 
@@ -214,7 +223,8 @@ class ClientConnection(asyncio.Protocol):
         if self._closing:
             if not queue:
                 self._close()
-        elif self._paused_for_queue and len(queue) <= self._limits.pending_requests_max // 2:
+        elif (self._eof and not queue) or (
+                self._paused_for_queue and len(queue) <= self._limits.pending_requests_max // 2):
             self._process()
 
     def _flush(self, out: list[bytes]) -> None:
@@ -502,7 +512,7 @@ def _config(session: Session, arguments: list[bytes]) -> Reply:
 
 def _command_info(name: str) -> list[object]:
     spec = COMMANDS[name.encode()]
-    flags = [resp.SimpleString(flag) for flag in spec.flags]
+    flags = {resp.SimpleString(flag) for flag in spec.flags}
     return [spec.name, spec.arity, flags, spec.first_key, spec.last_key, spec.key_step,
             [], [], [], []]
 

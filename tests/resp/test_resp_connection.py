@@ -229,3 +229,22 @@ def test_pipeline_fed_in_chunks(chunk: int) -> None:
         assert transport.replies() == [b"OK", b"v"] * 50
 
     asyncio.run(scenario())
+
+
+def test_half_close_answers_everything_then_closes() -> None:
+    async def scenario() -> None:
+        service = HeldService()
+        limits = ConnectionLimits(pending_requests_max=2)
+        connection, transport, _ = connect(service, limits)
+        connection.data_received(b"".join(encode_request([b"GET", b"k"]) for _ in range(5)))
+        assert connection.eof_received() is True
+        for _ in range(10):
+            assert not transport.closed or len(transport.replies()) == 5
+            for index in range(len(service.held)):
+                if not service.held[index][0].done():
+                    service.release(index)
+            await settle()
+        assert transport.replies() == [None] * 5
+        assert transport.closed
+
+    asyncio.run(scenario())
