@@ -9,13 +9,14 @@ traceback; bugs still crash loudly. A peer that cannot be reached is not a
 startup error: Raft keeps retrying it (a peer address that does not parse is a
 config error). SIGTERM or SIGINT stops the node gracefully: stop accepting
 clients, finish the current round, sync the WAL, close LMDB, exit 0.
-uvloop is used when it is installed.
+uvloop is used when it is installed (RINGBOLT_EVENT_LOOP=asyncio turns it off).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -41,11 +42,10 @@ def serve(config_path: Path) -> None:
         sys.exit(EXIT_CONFIG)
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s node{config.node_id} %(levelname)s %(name)s: %(message)s")
-    try:
+    runner = asyncio.run
+    if _uvloop_usable():
         import uvloop
-    except ImportError:
-        runner = asyncio.run
-    else:
+
         runner = uvloop.run
     sys.exit(runner(run_node(config)))
 
@@ -63,8 +63,25 @@ async def run_node(config: NodeConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(node.failed.wait())
     try:
-        await stop.wait()
+        await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stopped.cancel()
+        failed.cancel()
         await node.stop()
-    return 0
+    return EXIT_STARTUP if node.failed.is_set() else 0
+
+
+def _uvloop_usable() -> bool:
+    """uvloop when installed -- unless the client connection code still insists on
+    `asyncio.Transport` instances, which uvloop's transports are not."""
+    if os.environ.get("RINGBOLT_EVENT_LOOP", "uvloop") != "uvloop":
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    source = Path(__file__).with_name("connection.py").read_text()
+    return "assert isinstance(transport, asyncio.Transport)" not in source

@@ -48,11 +48,11 @@ from typing import Any
 
 from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_message
 from ringbolt.consensus.raft import Raft, RaftConfig
-from ringbolt.consensus.types import NotLeader, Role
+from ringbolt.consensus.types import NotLeader, PersistentState, Role, Snapshot
 from ringbolt.kv.machine import CommandFailed, Result
 from ringbolt.server import limits
 from ringbolt.server.config import NodeConfig
-from ringbolt.server.replica import ReadValue, Replica
+from ringbolt.server.replica import ReadValue, Replica, fail_quietly, storage_id
 from ringbolt.server.service import (
     Busy,
     CrossShard,
@@ -69,7 +69,8 @@ from ringbolt.server.transport import (
 )
 from ringbolt.shard.ring import Ring
 from ringbolt.storage.engine import StateMachineStore
-from ringbolt.storage.wal import GroupCommitter, WriteAheadLog
+from ringbolt.storage.errors import StorageError, StorageFailed, StorageFull
+from ringbolt.storage.wal import WriteAheadLog
 
 log = logging.getLogger("ringbolt.node")
 
@@ -108,7 +109,9 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock_file: Any = None
         self._wal: Any = None
-        self._committer: Any = None
+        self._background_sync: asyncio.Task[None] | None = None
+        self.failed = asyncio.Event()
+        """Set when the node cannot go on (the WAL failed); the process must exit."""
         self._store: Any = None
         self._client_server: Any = None
         self._admin: Any = None
@@ -148,21 +151,32 @@ class Node:
         except OSError:
             raise StartupError(f"data_dir {data_dir}: in use by another process") from None
         try:
-            self._wal = WriteAheadLog.open(data_dir / "wal")
-            self._store = StateMachineStore.open(data_dir / "state")
+            (data_dir / "wal").mkdir(exist_ok=True)
+            (data_dir / "state").mkdir(exist_ok=True)
+            self._wal = WriteAheadLog.open(str(data_dir / "wal"))
+            self._store = StateMachineStore.open(str(data_dir / "state"))
             recovered = self._wal.recovered()
-        except AssertionError:
-            raise
-        except Exception as error:  # any storage failure at startup is fatal and reported
+        except (StorageError, OSError) as error:
+            if self._wal is not None:
+                self._wal.close()
             raise StartupError(f"data_dir {data_dir}: {error}") from None
-        self._committer = GroupCommitter(self._wal)
         for group_id in self.group_ids:
             core = Raft(RaftConfig(node_id=self.node_id, voters=self.config.voters,
                                    election_timeout_ticks=self.config.election_timeout_ticks,
                                    heartbeat_ticks=self.config.heartbeat_ticks),
-                        random.Random(self.rng.random()), recovered.get(group_id))
+                        random.Random(self.rng.random()),
+                        self._restored(recovered.get(storage_id(group_id)), group_id))
             self.replicas[group_id] = Replica(group_id, core, self._wal, self._store,
                                               clock=time.monotonic)
+
+    def _restored(self, state: PersistentState | None, group_id: int) -> PersistentState | None:
+        """The WAL keeps snapshot metadata only; the image is the store's current
+        state (which carries its own applied index, at or past the metadata's)."""
+        if state is None or state.snapshot is None:
+            return state
+        data = self._store.snapshot_bytes(storage_id(group_id))
+        return PersistentState(hard_state=state.hard_state, entries=state.entries,
+                               snapshot=Snapshot(meta=state.snapshot.meta, data=data))
 
     async def _bind(self) -> None:
         from ringbolt.server.admin import start_admin
@@ -201,7 +215,7 @@ class Node:
             replica.fail_all(error)
         for future, _, _ in self.forwards.values():
             if not future.done():
-                future.set_exception(error)
+                fail_quietly(future, error)
         self.forwards.clear()
         await self._close_servers()
         await self._close_storage()
@@ -219,7 +233,7 @@ class Node:
 
     async def _close_storage(self) -> None:
         if self._wal is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(StorageError):
                 await asyncio.to_thread(self._wal.sync)
             self._wal.close()
             self._wal = None
@@ -261,17 +275,36 @@ class Node:
             self.batch_sizes.append(appended)
             del self.batch_sizes[:-1000]
             self.stats["round_entries_max"] = max(self.stats["round_entries_max"], appended)
-        if must_sync and self.config.fsync:
-            started = time.monotonic()
-            await self._committer.sync()
-            self.stats["fsyncs"] += 1
-            self.stats["fsync_seconds"] += time.monotonic() - started
+        if must_sync:
+            if self.config.fsync:
+                await self._sync()
+            elif self._background_sync is None or self._background_sync.done():
+                self._background_sync = asyncio.ensure_future(self._sync())
         for replica, ready in readies:
             for message in ready.messages:
                 self._send(replica.group_id, message)
         for replica, ready in readies:
             replica.apply(ready)
             replica.advance(ready)
+
+    async def _sync(self) -> None:
+        """ONE fdatasync for every group's appends of the round (in a worker thread).
+        A full disk is retried (the batch stays buffered); any other failure
+        poisons the WAL and stops the node."""
+        started = time.monotonic()
+        while True:
+            try:
+                await asyncio.to_thread(self._wal.sync)
+                break
+            except StorageFull as error:
+                log.error("WAL sync: %s; retrying", error)
+                await asyncio.sleep(0.5)
+            except StorageFailed as error:
+                log.critical("WAL failed, stopping the node: %s", error)
+                self.failed.set()
+                await asyncio.Event().wait()  # never send or apply unsynced state
+        self.stats["fsyncs"] += 1
+        self.stats["fsync_seconds"] += time.monotonic() - started
 
     def _send(self, group_id: int, message: Any) -> None:
         recipient = message.recipient
@@ -471,7 +504,7 @@ class Node:
         elif response.status is ForwardStatus.COMMAND_FAILED:
             future.set_result(CommandFailed(str(response.payload)))
         else:
-            future.set_exception(RemoteError(str(response.payload)))
+            fail_quietly(future, RemoteError(str(response.payload)))
 
     def _expire_forwards(self, now: float) -> None:
         while self.forwards:
@@ -481,7 +514,7 @@ class Node:
             del self.forwards[request_id]
             self.stats["forward_timeouts"] += 1
             if not future.done():
-                future.set_exception(Unavailable(
+                fail_quietly(future, Unavailable(
                     f"no answer from leader node {leader} within "
                     f"{limits.forward_timeout_s:g} s; the outcome of the write is unknown"))
 
@@ -506,12 +539,17 @@ class Node:
                 "shards": len(self.group_ids), "groups": groups, "peers": peers}
 
     def _follower_lag(self, replica: Replica) -> dict[str, dict[str, int]]:
+        """The leader's view of each follower: match index and lag behind its log."""
         progress = getattr(replica.core, "progress", None)
-        if replica.role is not Role.LEADER or not isinstance(progress, dict):
+        if replica.role is not Role.LEADER or not callable(progress):
             return {}
         last = replica.core.status().last_index
-        return {str(node): {"match": p.match, "lag": last - p.match}
-                for node, p in progress.items() if node != self.node_id}
+        lags = {}
+        for node in self.config.peers:
+            match = getattr(progress(node), "match", None)
+            if isinstance(match, int):
+                lags[str(node)] = {"match": match, "lag": last - match}
+        return lags
 
     def statistics(self) -> dict[str, object]:
         return {"node": dict(self.stats),
@@ -522,5 +560,5 @@ class Node:
 
 def _failed(error: ServiceError) -> asyncio.Future[Any]:
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(error)
+    fail_quietly(future, error)
     return future

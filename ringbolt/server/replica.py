@@ -52,6 +52,12 @@ from ringbolt.server.service import Busy, ServiceError, Unavailable
 ReadValue = tuple[bytes, int] | None
 
 
+def storage_id(group_id: int) -> int:
+    """Shards are numbered from 0 (ring, status, CLI); the WAL and the store
+    number groups from 1, so shard s is stored as group s + 1."""
+    return group_id + 1
+
+
 class NotCommitted(ServiceError):
     """A definite failure: the entry was replaced by another leader's."""
 
@@ -100,12 +106,13 @@ class Replica:
                  *, clock: Callable[[], float],
                  compact_every_entries: int = limits.compact_every_entries) -> None:
         self.group_id = group_id
+        self.storage_id = storage_id(group_id)
         self.core = core
         self.log = log
         self.store = store
         self.clock = clock
         self.compact_every_entries = compact_every_entries
-        self.applied = store.applied_index(group_id)
+        self.applied = store.applied_index(self.storage_id)
         self.compacted = self.applied
         self.proposals: dict[int, _Proposal] = {}
         self.read_batch: list[tuple[bytes, asyncio.Future[ReadValue]]] = []
@@ -150,7 +157,7 @@ class Replica:
         return future
 
     def read_stale(self, key: bytes) -> ReadValue:
-        return self.store.get(self.group_id, key)
+        return self.store.get(self.storage_id, key)
 
     # -- one round of the Ready contract ----------------------------------------
 
@@ -189,13 +196,13 @@ class Replica:
         snapshot = ready.snapshot
         if snapshot is not None:
             assert snapshot.meta.index > self.applied, "a snapshot must move the group forward"
-            self.store.install_snapshot(self.group_id, snapshot)
-            self.applied = snapshot.meta.index
+            self.store.install_snapshot(self.storage_id, snapshot)
+            self.applied = max(snapshot.meta.index, self.store.applied_index(self.storage_id))
             self.compacted = snapshot.meta.index
             self.stats["snapshots_installed"] += 1
             self._fail_covered(snapshot.meta.index)
         if ready.entries or ready.hard_state is not None or snapshot is not None:
-            self.log.append(self.group_id, entries=ready.entries, hard_state=ready.hard_state,
+            self.log.append(self.storage_id, entries=ready.entries, hard_state=ready.hard_state,
                             snapshot_meta=None if snapshot is None else snapshot.meta)
 
     def apply(self, ready: Ready) -> None:
@@ -203,7 +210,7 @@ class Replica:
         entries = [e for e in ready.committed_entries if e.index > self.applied]
         if entries:
             assert entries[0].index == self.applied + 1, "committed entries must be contiguous"
-            results = self.store.apply(self.group_id, entries)
+            results = self.store.apply(self.storage_id, entries)
             assert len(results) == len(entries), "the store answers every entry"
             self.applied = entries[-1].index
             self.stats["applied_entries"] += len(entries)
@@ -217,11 +224,12 @@ class Replica:
                 self.reads_indexed.append(batch)
         if self.reads_indexed:
             self._serve_reads()
-        if self.applied - self.compacted >= self.compact_every_entries:
-            self._compact()
 
     def advance(self, ready: Ready) -> None:
+        """Step 4; then compact if due (the core compacts only what it knows is applied)."""
         self.core.advance(ready)
+        if self.applied - self.compacted >= self.compact_every_entries:
+            self._compact()
 
     def _complete(self, entry: Entry, result: Result) -> None:
         proposal = self.proposals.pop(entry.index, None)
@@ -229,7 +237,7 @@ class Replica:
             return
         if proposal.term != entry.term or entry.kind is not EntryKind.NORMAL:
             self.stats["not_committed"] += 1
-            proposal.future.set_exception(NotCommitted(
+            fail_quietly(proposal.future, NotCommitted(
                 "the write was not committed (leadership changed); retry"))
         else:
             proposal.future.set_result(result)
@@ -242,13 +250,13 @@ class Replica:
                 continue
             for key, future in batch.reads:
                 if not future.done():
-                    future.set_result(self.store.get(self.group_id, key))
+                    future.set_result(self.store.get(self.storage_id, key))
         self.reads_indexed = waiting
 
     def _compact(self) -> None:
-        data = self.store.snapshot_bytes(self.group_id)
+        data = self.store.snapshot_bytes(self.storage_id)
         self.core.compact(self.applied, data)
-        self.log.compact(self.group_id, self.applied)
+        self.log.compact(self.storage_id, self.applied)
         self.compacted = self.applied
         self.stats["snapshots_taken"] += 1
 
@@ -257,7 +265,7 @@ class Replica:
         for proposal_index in [i for i in self.proposals if i <= index]:
             proposal = self.proposals.pop(proposal_index)
             if not proposal.future.done():
-                proposal.future.set_exception(Unavailable(
+                fail_quietly(proposal.future, Unavailable(
                     "the outcome of the write is unknown (replaced by a snapshot)"))
 
     # -- housekeeping ------------------------------------------------------------
@@ -271,7 +279,7 @@ class Replica:
             del self.proposals[index]
             self.stats["timeouts"] += 1
             if not proposal.future.done():
-                proposal.future.set_exception(Unavailable(
+                fail_quietly(proposal.future, Unavailable(
                     f"shard {self.group_id}: no commit within {limits.forward_timeout_s:g} s; "
                     "the outcome of the write is unknown"))
         while self.reads_waiting:
@@ -293,7 +301,7 @@ class Replica:
         """Shutdown: nothing pending will complete."""
         for proposal in self.proposals.values():
             if not proposal.future.done():
-                proposal.future.set_exception(error)
+                fail_quietly(proposal.future, error)
         self.proposals.clear()
         batches = [_ReadBatch(self.read_batch, 0.0), *self.reads_waiting.values(),
                    *self.reads_indexed]
@@ -313,7 +321,15 @@ class Replica:
                 "applied": self.applied}
 
 
+def fail_quietly(future: asyncio.Future[Any], error: BaseException) -> None:
+    """Fail `future` without asyncio logging "exception never retrieved" when
+    nobody awaits it any more (a client that disconnected); awaiting it still
+    raises `error`."""
+    future.set_exception(error)
+    future.exception()
+
+
 def _fail_reads(batch: _ReadBatch, error: ServiceError) -> None:
     for _, future in batch.reads:
         if not future.done():
-            future.set_exception(error)
+            fail_quietly(future, error)

@@ -38,7 +38,7 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgpack
 
@@ -176,8 +176,7 @@ class PeerLink:
             except OSError as error:
                 log.debug("peer %d at %s unreachable: %s", self.peer_id, self.address, error)
             else:
-                assert isinstance(transport, asyncio.Transport)
-                self.transport = transport
+                self.transport = transport  # uvloop's transports are not asyncio.Transport
                 self.stats["connects"] += 1
                 self.closed.clear()
                 transport.write(encode_frame(FrameKind.HELLO, [self.owner.node_id]))
@@ -212,8 +211,7 @@ class _InboundProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are duck-typed
         self.owner.inbound.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

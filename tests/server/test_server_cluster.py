@@ -1,0 +1,164 @@
+"""A real 3-node cluster (processes, TCP, fsync): clients, tools, failover, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+from server_workload import Workload, dump_logs, wait_until
+
+from ringbolt.check.linearizability import check_history
+from ringbolt.server.process import LocalCluster, fetch_json
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_set_get_through_every_node(cluster: LocalCluster) -> None:
+    clients = [redis.Redis(port=p, socket_timeout=10) for p in cluster.client_ports()]
+    for writer_index, writer in enumerate(clients):
+        for i in range(20):  # keys over both shards; most nodes forward to a leader
+            assert writer.set(f"k{writer_index}:{i}", f"v{writer_index}:{i}") is True
+    for reader in clients:
+        for writer_index in range(len(clients)):
+            for i in range(20):
+                assert reader.get(f"k{writer_index}:{i}") == f"v{writer_index}:{i}".encode()
+    assert clients[0].incr("counter") == 1
+    assert clients[1].incr("counter") == 2
+    assert clients[2].get("missing") is None
+    with pytest.raises(redis.ResponseError):
+        clients[1].incr("k0:0")  # not an integer: a deterministic refusal, not a crash
+    assert clients[2].delete("k0:0", ) == 1
+    assert clients[0].get("k0:0") is None
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="needs redis-cli")
+def test_redis_cli(cluster: LocalCluster) -> None:
+    port = str(cluster.client_ports()[1])
+
+    def cli(*arguments: str) -> str:
+        done = subprocess.run(["redis-cli", "-p", port, *arguments], capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert cli("PING") == "PONG"
+    assert cli("SET", "cli-key", "hello world") == "OK"
+    assert cli("GET", "cli-key") == "hello world"
+    assert cli("INCRBY", "cli-n", "5") == "5"
+
+
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="needs redis-benchmark")
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_redis_benchmark_has_no_errors(cluster: LocalCluster, pipeline: int) -> None:
+    port = str(cluster.client_ports()[0])
+    done = subprocess.run(
+        ["redis-benchmark", "-p", port, "-t", "set,get", "-d", "100", "-n", "20000",
+         "-c", "50", "-P", str(pipeline), "-q"],
+        capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    print(output)
+    assert done.returncode == 0, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert any(line.startswith("SET:") for line in output.replace("\r", "\n").splitlines())
+    assert not [line for line in lines if "error" in line.lower()], output
+
+
+def test_admin_status_metrics_and_cluster_status(cluster: LocalCluster) -> None:
+    status = fetch_json(cluster.admin_address(1), "/status")
+    assert status["node_id"] == 1
+    assert [g["group"] for g in status["groups"]] == [0, 1]
+    leaders = {g["group"]: g["leader"] for g in status["groups"]}
+    assert set(leaders.values()) <= {1, 2, 3}
+    for group in (0, 1):
+        leader_status = cluster.status(leaders[group])
+        entry = next(g for g in leader_status["groups"] if g["group"] == group)
+        assert entry["role"] == "leader"
+        assert entry["commit"] >= entry["applied"] >= 1
+    metrics = subprocess.run([sys.executable, "-c", "import urllib.request,sys;sys.stdout.write("
+                              f"urllib.request.urlopen('http://{cluster.admin_address(2)}/metrics')"
+                              ".read().decode())"], capture_output=True, text=True, timeout=30)
+    assert "ringbolt_fsyncs_total" in metrics.stdout
+    assert 'ringbolt_group_term{group="0"}' in metrics.stdout
+    base = str(cluster.base_port)
+    done = subprocess.run([sys.executable, "-m", "ringbolt", "cluster", "status", "--base-port",
+                           base, "--nodes", "3", "--json"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    statuses = json.loads(done.stdout)
+    assert sorted(s["node_id"] for s in statuses.values()) == [1, 2, 3]
+    table = subprocess.run([sys.executable, "-m", "ringbolt", "cluster", "status", "--base-port",
+                            base, "--nodes", "3"], capture_output=True, text=True, timeout=30)
+    assert table.returncode == 0, table.stderr
+    assert "leader" in table.stdout
+
+
+def test_cluster_status_reports_an_unreachable_node(cluster: LocalCluster) -> None:
+    done = subprocess.run([sys.executable, "-m", "ringbolt", "cluster", "status",
+                           "--address", cluster.admin_address(1), "--address", "127.0.0.1:9"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 1
+    assert errors[0].startswith("error: node at 127.0.0.1:9 is unreachable")
+    assert "leader" in done.stdout  # the reachable node is still shown
+
+
+def run_faults(cluster: LocalCluster, duration_s: float, kills: int, seed: int) -> None:
+    """Workload on every node while the leader of group 0 is SIGKILLed `kills` times."""
+    workload = Workload(cluster.client_ports(), seed)
+    rng = random.Random(seed)
+
+    async def nemesis() -> None:
+        gap_s = duration_s / (kills + 1)
+        for _ in range(kills):
+            await asyncio.sleep(gap_s * (0.6 + 0.4 * rng.random()))
+            victim = await asyncio.to_thread(cluster.wait_for_leader, 0, 15.0)
+            killed_at = time.monotonic()
+            await asyncio.to_thread(cluster.kill, victim, signal.SIGKILL)
+            # a new leader is elected among the survivors and writes continue
+            leader = await asyncio.to_thread(cluster.wait_for_leader, 0, 15.0)
+            assert leader != victim
+            for _ in range(200):
+                if workload.last_ok_at > killed_at:
+                    break
+                await asyncio.sleep(0.05)
+            assert workload.last_ok_at > killed_at, "no write succeeded after the failover"
+            await asyncio.sleep(1.0 + rng.random())
+            await asyncio.to_thread(cluster.restart, victim)
+
+    async def scenario() -> None:
+        await asyncio.gather(workload.run(clients=6, duration_s=duration_s), nemesis())
+
+    try:
+        asyncio.run(scenario())
+        for node in cluster.node_ids():
+            cluster.wait_caught_up(node, 0, 30.0)
+            cluster.wait_caught_up(node, 1, 30.0)
+        missing = asyncio.run(workload.missing_ledger_keys(cluster.client_ports()[0]))
+    except Exception:
+        print(dump_logs(cluster))
+        raise
+    print(f"ops: {workload.counts}, ledger writes acknowledged: {len(workload.ledger)}")
+    assert workload.counts["ok"] > 100
+    assert len(workload.ledger) > 10
+    assert missing == [], f"acknowledged writes lost: {missing[:10]}"
+    result = check_history(workload.history, time_limit_s=60.0)
+    assert result.valid, result.violations[:3]
+    wait_until(lambda: all(cluster.alive(n) for n in cluster.node_ids()), 5.0, "all nodes up")
+
+
+def test_leader_kill_restart_catch_up(cluster: LocalCluster) -> None:
+    run_faults(cluster, duration_s=15.0, kills=2, seed=11)
+
+
+@pytest.mark.slow
+def test_sixty_second_fault_run(cluster: LocalCluster) -> None:
+    run_faults(cluster, duration_s=60.0, kills=3, seed=23)
