@@ -1,0 +1,420 @@
+"""The replicated state machine's store: every group's keyspace in one LMDB.
+
+Theory of operation
+-------------------
+`apply(group, entries)` applies a batch of committed entries in ONE LMDB
+write transaction and stores the group's applied index (and term) in that
+same transaction, so the database is always exactly "the state after entry
+N" for some N, and replaying the log after a crash skips entries <= N
+(idempotent). NORMAL entries run `ringbolt.kv.machine.apply_command` against
+a per-entry overlay: its writes reach the transaction only if the whole
+command succeeded and every key and value is within limits, so a malformed
+or oversized command changes nothing and yields a `CommandFailed` result --
+the same on every replica. NOOP and CONFIG entries only advance the index.
+
+LMDB runs with ``sync=False, metasync=False``: a commit reaches the page cache
+(surviving a process crash) but not necessarily the disk. Durability is the
+WAL's job; the store is made durable only at a checkpoint:
+
+1. ``index, term = store.checkpoint(group)`` -- fsyncs LMDB and returns the
+   group's applied index and term;
+2. ``wal.append(group, snapshot_meta=SnapshotMeta(index=index, term=term, conf=...))``;
+3. ``wal.compact(group, index)`` and sync the WAL.
+
+After a machine crash the store may be behind (never ahead of) what the WAL
+covers above the checkpoint; restarting replays the committed WAL entries
+above `applied_index(group)`. Installing a snapshot fsyncs the store before
+returning, for the same reason.
+
+Layout of keys and values: `ringbolt.storage.keyspace`. Snapshot streams:
+`ringbolt.storage.snapshot`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, cast
+
+import lmdb
+import msgpack
+
+from ringbolt.consensus.types import Entry, EntryKind, Snapshot, SnapshotMeta
+from ringbolt.kv.commands import CODEC_VERSION, CommandDecodeError, Op, PutCondition
+from ringbolt.kv.machine import CommandFailed, Result, apply_command
+from ringbolt.storage import keyspace, limits
+from ringbolt.storage.errors import (
+    KeyTooLarge,
+    StorageDirectoryError,
+    StorageFull,
+    ValueTooLarge,
+)
+from ringbolt.storage.snapshot import SpooledStream, write_stream
+
+if TYPE_CHECKING:
+    from lmdb import _Database
+else:
+    _Database = object
+
+APPLIED = struct.Struct(">QQ")
+_EXPIRE_LIMIT = 2**63
+_EXPIRE_PACK = keyspace.EXPIRE.pack
+_OP_PUT = int(Op.PUT)
+_PUT_ALWAYS = int(PutCondition.ALWAYS)
+COUNT = struct.Struct(">Q")
+_APPLIED_TAG = b"a"
+_COUNT_TAG = b"c"
+
+
+def check_key(key: bytes, key_bytes_max: int = limits.key_bytes_max) -> None:
+    """Raise `KeyTooLarge` for a key beyond the limit (use before proposing)."""
+    if len(key) > key_bytes_max:
+        raise KeyTooLarge(len(key), key_bytes_max)
+
+
+def check_value(value: bytes, value_bytes_max: int = limits.value_bytes_max) -> None:
+    if len(value) > value_bytes_max:
+        raise ValueTooLarge(len(value), value_bytes_max)
+
+
+class _EntryOverlay:
+    """A `KeyValueBackend` buffering one entry's writes over the write txn."""
+
+    __slots__ = ("txn", "db", "prefix", "changes")
+
+    def __init__(self, txn: lmdb.Transaction, db: _Database, prefix: bytes) -> None:
+        self.txn = txn
+        self.db = db
+        self.prefix = prefix
+        self.changes: dict[bytes, tuple[bytes, int] | None] = {}
+
+    def get(self, key: bytes) -> tuple[bytes, int] | None:
+        if key in self.changes:
+            return self.changes[key]
+        return _read(self.txn, self.db, self.prefix, key)
+
+    def put(self, key: bytes, value: bytes, expire_at_ms: int) -> None:
+        self.changes[key] = (value, expire_at_ms)
+
+    def delete(self, key: bytes) -> bool:
+        existed = self.get(key) is not None
+        self.changes[key] = None
+        return existed
+
+
+def _read(txn: lmdb.Transaction, db: _Database, prefix: bytes, key: bytes) -> tuple[bytes, int] | None:
+    stored = cast(bytes | None, txn.get(keyspace.stored_key(prefix, key), db=db))
+    if stored is None:
+        return None
+    inline = len(key) <= keyspace.INLINE_KEY_BYTES_MAX
+    value, full_key, expire_at_ms = keyspace.parse_value(stored, inline)
+    if full_key is not None and full_key != key:
+        return None  # a different key with the same 128-bit hash: not ours
+    return value, expire_at_ms
+
+
+class StateMachineStore:
+    """See the module docstring. Single writer thread; reads from any thread."""
+
+    def __init__(self, env: lmdb.Environment, path: str, value_bytes_max: int) -> None:
+        """Use `StateMachineStore.open`."""
+        self._env = env
+        self.path = path
+        self.value_bytes_max = value_bytes_max
+        self.key_bytes_max = limits.key_bytes_max
+        self._data = env.open_db(b"data")
+        self._meta = env.open_db(b"meta")
+        self._statistics = dict.fromkeys(
+            ("apply_batches", "entries_applied", "entries_skipped", "commands_failed",
+             "snapshots_taken", "snapshots_installed", "checkpoints"),
+            0,
+        )  # fmt: skip
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        map_size_bytes: int = limits.map_size_bytes_default,
+        value_bytes_max: int = limits.value_bytes_max,
+    ) -> StateMachineStore:
+        """Open the store in directory `path` (created if only the leaf is
+        missing). Raises `StorageDirectoryError`."""
+        assert 0 < value_bytes_max <= limits.value_bytes_ceiling
+        from ringbolt.storage.wal import prepare_directory
+
+        path = os.fspath(path)
+        prepare_directory(path)
+        try:
+            env = lmdb.open(
+                path, map_size=map_size_bytes, max_dbs=4, sync=False, metasync=False,
+                readahead=False, max_readers=126, lock=True,
+            )  # fmt: skip
+        except lmdb.Error as error:
+            raise StorageDirectoryError(path, f"cannot open the LMDB environment: {error}") from None
+        return cls(env, path, value_bytes_max)
+
+    # -- applying -------------------------------------------------------------
+
+    def apply(self, group_id: int, entries: list[Entry]) -> list[Result]:
+        """Apply committed entries; one result per entry (None for entries at
+        or below the applied index, which are skipped)."""
+        prefix = keyspace.group_prefix(group_id)
+        try:
+            with self._env.begin(write=True) as txn:
+                applied, term = self._applied(txn, prefix)
+                results, applied, term, count_delta = self._apply_batch(
+                    _EntryOverlay(txn, self._data, prefix), entries, applied, term
+                )
+                self._set_applied(txn, prefix, applied, term)
+                if count_delta:
+                    self._set_count(txn, prefix, self._count(txn, prefix) + count_delta)
+        except lmdb.MapFullError as error:
+            raise StorageFull(f"state machine store {self.path} is full: {error}") from error
+        self._statistics["apply_batches"] += 1
+        self._statistics["entries_applied"] += len(entries)
+        return results
+
+    def _apply_batch(
+        self, overlay: _EntryOverlay, entries: list[Entry], applied: int, term: int
+    ) -> tuple[list[Result], int, int, int]:
+        """The apply loop, with the hot path inlined: an unconditional PUT (SET
+        without NX/XX/GET) needs no read, so it skips decoding into a
+        `Command` and the overlay. Anything else -- or anything unusual about
+        a PUT -- takes the general path through `ringbolt.kv.machine`;
+        `tests/storage/test_engine.py` checks both agree on random commands."""
+        results: list[Result] = []
+        count_delta = 0
+        replace, db, inline_prefix = overlay.txn.replace, self._data, overlay.prefix + keyspace.INLINE
+        value_bytes_max, normal, unpack = self.value_bytes_max, EntryKind.NORMAL, msgpack.unpackb
+        for entry in entries:
+            if entry.index <= applied:
+                results.append(None)
+                self._statistics["entries_skipped"] += 1
+                continue
+            assert entry.index == applied + 1, f"gap: applied {applied}, got {entry.index}"
+            applied, term = entry.index, entry.term
+            if entry.kind is not normal:
+                results.append(None)
+                continue
+            try:
+                raw = unpack(entry.data)
+            except Exception:  # noqa: BLE001 - the general path reports the error
+                raw = None
+            if (
+                type(raw) is list
+                and len(raw) == 7
+                and raw[1] == _OP_PUT
+                and raw[6] == _PUT_ALWAYS
+                and raw[0] == CODEC_VERSION
+                and type(raw[2]) is int
+                and type(raw[3]) is bytes
+                and type(raw[4]) is bytes
+                and type(raw[5]) is int
+                and len(raw[3]) <= keyspace.INLINE_KEY_BYTES_MAX
+                and len(raw[4]) <= value_bytes_max
+                and 0 <= raw[5] < _EXPIRE_LIMIT
+            ):
+                if replace(inline_prefix + raw[3], _EXPIRE_PACK(raw[5]) + raw[4], db=db) is None:
+                    count_delta += 1
+                results.append(True)
+                continue
+            result, delta = self._apply_general(overlay, entry)
+            results.append(result)
+            count_delta += delta
+        return results, applied, term, count_delta
+
+    def _apply_general(self, overlay: _EntryOverlay, entry: Entry) -> tuple[Result, int]:
+        """(result, change in key count) of one NORMAL entry."""
+        overlay.changes.clear()
+        try:
+            result = apply_command(overlay, entry.data)
+        except CommandDecodeError as error:
+            self._statistics["commands_failed"] += 1
+            return CommandFailed(f"ERR malformed command: {error}"), 0
+        if not overlay.changes:
+            return result, 0
+        for key, record in overlay.changes.items():
+            if record is not None and not 0 <= record[1] < _EXPIRE_LIMIT:
+                self._statistics["commands_failed"] += 1
+                return CommandFailed("ERR invalid expire time"), 0
+            if len(key) > self.key_bytes_max:
+                self._statistics["commands_failed"] += 1
+                return CommandFailed(f"ERR {KeyTooLarge(len(key), self.key_bytes_max)}"), 0
+            if record is not None and len(record[0]) > self.value_bytes_max:
+                self._statistics["commands_failed"] += 1
+                return CommandFailed(f"ERR {ValueTooLarge(len(record[0]), self.value_bytes_max)}"), 0
+        return result, self._flush(overlay)
+
+    def _flush(self, overlay: _EntryOverlay) -> int:
+        txn, db, prefix = overlay.txn, self._data, overlay.prefix
+        delta = 0
+        for key, record in overlay.changes.items():
+            stored_key = keyspace.stored_key(prefix, key)
+            if record is None:
+                delta -= txn.delete(stored_key, db=db)
+                continue
+            old = txn.replace(stored_key, keyspace.stored_value(key, record[0], record[1]), db=db)
+            delta += old is None
+        return delta
+
+    # -- metadata -------------------------------------------------------------
+
+    def _applied(self, txn: lmdb.Transaction, prefix: bytes) -> tuple[int, int]:
+        raw = txn.get(_APPLIED_TAG + prefix, db=self._meta)
+        return (0, 0) if raw is None else APPLIED.unpack(raw)
+
+    def _set_applied(self, txn: lmdb.Transaction, prefix: bytes, index: int, term: int) -> None:
+        txn.put(_APPLIED_TAG + prefix, APPLIED.pack(index, term), db=self._meta)
+
+    def _count(self, txn: lmdb.Transaction, prefix: bytes) -> int:
+        raw = txn.get(_COUNT_TAG + prefix, db=self._meta)
+        return 0 if raw is None else COUNT.unpack(raw)[0]
+
+    def _set_count(self, txn: lmdb.Transaction, prefix: bytes, count: int) -> None:
+        assert count >= 0
+        txn.put(_COUNT_TAG + prefix, COUNT.pack(count), db=self._meta)
+
+    def applied_index(self, group_id: int) -> int:
+        return self.applied(group_id)[0]
+
+    def applied(self, group_id: int) -> tuple[int, int]:
+        """(applied index, term of that entry)."""
+        with self._env.begin() as txn:
+            return self._applied(txn, keyspace.group_prefix(group_id))
+
+    def checkpoint(self, group_id: int) -> tuple[int, int]:
+        """Make the store durable; return the group's (applied index, term),
+        which the WAL may now record as the group's snapshot and compact to."""
+        self._env.sync(True)
+        self._statistics["checkpoints"] += 1
+        return self.applied(group_id)
+
+    def sync(self) -> None:
+        self._env.sync(True)
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, group_id: int, key: bytes) -> tuple[bytes, int] | None:
+        """(value, expire_at_ms) -- expiry is not filtered here -- or None."""
+        with self._env.begin() as txn:
+            return _read(txn, self._data, keyspace.group_prefix(group_id), key)
+
+    def count(self, group_id: int) -> int:
+        """Stored keys of the group (expired but not yet purged ones included)."""
+        with self._env.begin() as txn:
+            return self._count(txn, keyspace.group_prefix(group_id))
+
+    def scan(self, group_id: int, cursor: bytes, count: int) -> tuple[bytes, list[bytes]]:
+        """Up to `count` keys from the opaque `cursor` (b"" to start); returns
+        (next cursor, keys), next cursor b"" when the scan is complete. Keys
+        present for the whole scan are returned exactly once."""
+        assert count > 0
+        prefix = keyspace.group_prefix(group_id)
+        keys: list[bytes] = []
+        with self._env.begin() as txn, txn.cursor(db=self._data) as lmdb_cursor:
+            found = lmdb_cursor.set_range(prefix + cursor)
+            while found:
+                stored_key = cast(bytes, lmdb_cursor.key())
+                if not stored_key.startswith(prefix):
+                    break
+                if len(keys) == count:
+                    return stored_key[len(prefix) :], keys
+                keys.append(keyspace.user_key(stored_key, cast(bytes, lmdb_cursor.value())))
+                found = lmdb_cursor.next()
+        return b"", keys
+
+    # -- snapshots ------------------------------------------------------------
+
+    def snapshot_chunks(
+        self, group_id: int, *, chunk_bytes_max: int = limits.snapshot_chunk_bytes_max
+    ) -> Iterator[bytes]:
+        """Stream the group's state from one consistent read transaction."""
+        prefix = keyspace.group_prefix(group_id)
+        self._statistics["snapshots_taken"] += 1
+        with self._env.begin() as txn:
+            index, term = self._applied(txn, prefix)
+            count = self._count(txn, prefix)
+            with txn.cursor(db=self._data) as cursor:
+                yield from write_stream(
+                    _group_items(cursor, prefix), index=index, term=term, count=count,
+                    chunk_bytes_max=chunk_bytes_max,
+                )  # fmt: skip
+
+    def snapshot_bytes(self, group_id: int) -> bytes:
+        return b"".join(self.snapshot_chunks(group_id))
+
+    def install_snapshot(
+        self,
+        group_id: int,
+        source: Snapshot | bytes | Iterable[bytes],
+        meta: SnapshotMeta | None = None,
+    ) -> None:
+        """Replace the group's state with a snapshot stream, atomically: the old
+        state stays unless the whole stream arrived and verified. Raises
+        `SnapshotInvalid`. Fsyncs the store before returning."""
+        if isinstance(source, Snapshot):
+            meta = source.meta if meta is None else meta
+            chunks: Iterable[bytes] = [source.data]
+        elif isinstance(source, bytes | bytearray | memoryview):
+            chunks = [bytes(source)]
+        else:
+            chunks = source
+        prefix = keyspace.group_prefix(group_id)
+        with SpooledStream.receive(chunks, directory=self.path) as stream:
+            if meta is not None:
+                stream.check_matches(meta.index, meta.term)
+            try:
+                with self._env.begin(write=True) as txn:
+                    self._replace_group(txn, prefix, stream)
+            except lmdb.MapFullError as error:
+                raise StorageFull(f"state machine store {self.path} is full: {error}") from error
+        self._env.sync(True)
+        self._statistics["snapshots_installed"] += 1
+
+    def _replace_group(self, txn: lmdb.Transaction, prefix: bytes, stream: SpooledStream) -> None:
+        with txn.cursor(db=self._data) as cursor:
+            found = cursor.set_range(prefix)
+            while found and cast(bytes, cursor.key()).startswith(prefix):
+                found = cursor.delete()
+        stored = 0
+        for key, value, expire_at_ms in stream.items():
+            stored_key = keyspace.stored_key(prefix, key)
+            txn.put(stored_key, keyspace.stored_value(key, value, expire_at_ms), db=self._data)
+            stored += 1
+        assert stored == stream.count
+        self._set_count(txn, prefix, stored)
+        self._set_applied(txn, prefix, stream.index, stream.term)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Sync and close (a clean shutdown leaves the store durable)."""
+        self._env.sync(True)
+        self._env.close()
+
+    def statistics(self) -> dict[str, int]:
+        info = self._env.info()
+        stat = self._env.stat()
+        return {
+            **self._statistics,
+            "map_size_bytes": info["map_size"],
+            "used_bytes": (info["last_pgno"] + 1) * stat["psize"],
+            "readers": info["num_readers"],
+        }
+
+
+def _group_items(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes, int]]:
+    """(key, value, expire_at_ms) of a group, in stored order."""
+    found = cursor.set_range(prefix)
+    while found:
+        stored_key = cast(bytes, cursor.key())
+        if not stored_key.startswith(prefix):
+            return
+        inline = stored_key[len(prefix) : len(prefix) + 1] == keyspace.INLINE
+        value, full_key, expire_at_ms = keyspace.parse_value(cast(bytes, cursor.value()), inline)
+        key = stored_key[len(prefix) + 1 :] if inline else full_key
+        assert key is not None
+        yield key, value, expire_at_ms
+        found = cursor.next()
