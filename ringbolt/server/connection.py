@@ -29,7 +29,7 @@ import collections
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ringbolt.server import resp
 from ringbolt.server.commands import (
@@ -87,13 +87,13 @@ class ClientConnection(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        peer = transport.get_extra_info("peername")
+        # uvloop's transports implement the interface without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = self._transport.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self._session = self._registry.open(self._service, address)
         if self._session is None:
-            transport.write(MAX_CLIENTS_ERROR)
+            self._transport.write(MAX_CLIENTS_ERROR)
             self._close()
 
     def connection_lost(self, error: Exception | None) -> None:

@@ -8,15 +8,15 @@ import pytest
 from resp_harness import ServerThread, start_server
 
 
-@pytest.fixture
-def server() -> Iterator[ServerThread]:
-    running = start_server()
+@pytest.fixture(params=["asyncio", "uvloop"])
+def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    running = start_server(use_uvloop=request.param == "uvloop")
     yield running
     running.stop()
 
 
 @pytest.fixture(scope="module")
 def shared_server() -> Iterator[ServerThread]:
-    running = start_server()
+    running = start_server(use_uvloop=True)
     yield running
     running.stop()

@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import uvloop
+
 from ringbolt.server.commands import ClientRegistry
 from ringbolt.server.connection import ConnectionLimits, serve_clients
 from ringbolt.server.local import LocalService
@@ -27,12 +29,12 @@ class ManualClock:
 
 class ServerThread:
     def __init__(self, make_service: Callable[[ManualClock], LocalService],
-                 limits: ConnectionLimits | None = None) -> None:
+                 limits: ConnectionLimits | None = None, *, use_uvloop: bool = False) -> None:
         self.clock = ManualClock()
         self.registry = ClientRegistry()
         self._make_service = make_service
         self._limits = limits or ConnectionLimits()
-        self._loop = asyncio.new_event_loop()
+        self._loop = uvloop.new_event_loop() if use_uvloop else asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="resp-server", daemon=True)
         self.port = 0
@@ -78,6 +80,19 @@ class ServerThread:
 
 
 def start_server(make_service: Callable[[ManualClock], LocalService] | None = None,
-                 limits: ConnectionLimits | None = None) -> ServerThread:
+                 limits: ConnectionLimits | None = None, *, use_uvloop: bool = False
+                 ) -> ServerThread:
     factory = make_service or (lambda clock: LocalService(clock_ms=clock))
-    return ServerThread(factory, limits).start()
+    return ServerThread(factory, limits, use_uvloop=use_uvloop).start()
+
+
+def wait_for_no_clients(server: ServerThread, attempts: int = 200) -> int:
+    """Connections the server still counts once closed ones are processed
+    (closing completes a loop iteration or two after the client sees EOF)."""
+    connected = -1
+    for _ in range(attempts):
+        connected = int(server.call(lambda: len(server.registry.sessions)))  # type: ignore[call-overload]
+        if connected == 0:
+            break
+        time.sleep(0.005)
+    return connected

@@ -7,7 +7,7 @@ import random
 
 import fuzzing
 import pytest
-from resp_harness import ServerThread
+from resp_harness import ServerThread, wait_for_no_clients
 
 from ringbolt.server.resp import ParserLimits, ProtocolError, RequestParser
 
@@ -45,7 +45,7 @@ def test_live_server_survives_fuzzing(server: ServerThread) -> None:
     assert report.protocol_errors > 100
     assert report.healthy_checks >= 2
     assert server.registry.statistics()["internal_errors"] == 0
-    assert server.registry.statistics()["connected_clients"] == 0
+    assert wait_for_no_clients(server) == 0
 
 
 @pytest.mark.slow
