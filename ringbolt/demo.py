@@ -161,7 +161,7 @@ class DemoWorkload:
             self.history.fail(op)
             self.stats.failed += 1
             return False
-        self.history.ok(op, value.decode() if value is not None else None)
+        self.history.ok(op, _text(value))
         self._note_ok()
         return True
 
@@ -190,7 +190,7 @@ class DemoWorkload:
                     chunk = keys[start : start + 500]
                     values = await client.mget(chunk)
                     for key, value in zip(chunk, values, strict=True):
-                        if value is None or value.decode() != self.ledger[key]:
+                        if _text(value) != self.ledger[key]:
                             lost.append(key)
                 return lost
             except (RedisConnectionError, RedisTimeoutError, ResponseError):
@@ -198,6 +198,10 @@ class DemoWorkload:
             finally:
                 await client.aclose()
         raise click.ClickException("could not read the ledger back from any node")
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _table(stats: DemoStats, elapsed_s: float) -> Table:
