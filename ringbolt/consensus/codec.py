@@ -13,7 +13,10 @@ type and sign of every field, entry kinds, that node ids are positive -- and
 raises `MessageDecodeError` on anything else. Bad bytes are a peer's fault,
 never a crash: no other exception escapes it.
 
-A CONFIG entry's `data` is `encode_conf_change(change)`.
+A CONFIG entry's `data` is `encode_conf_change(change)`. The NOOP at index 1
+(the first entry of a group) carries `encode_bootstrap_conf(conf)`: the
+initial configuration, which is otherwise only in each founding member's
+`RaftConfig`.
 """
 
 from __future__ import annotations
@@ -228,3 +231,22 @@ def decode_conf_change(data: bytes) -> ConfChange:
     if type(node_id) is not int or node_id <= 0:
         raise ConfChangeDecodeError(f"bad node id {node_id!r:.20}")
     return ConfChange(kind=ConfChangeKind(kind), node_id=node_id)
+
+
+def encode_bootstrap_conf(conf: ConfState) -> bytes:
+    encoded = msgpack.packb([CONF_CHANGE_VERSION, sorted(conf.voters), sorted(conf.learners)])
+    assert isinstance(encoded, bytes)
+    return encoded
+
+
+def decode_bootstrap_conf(data: bytes) -> ConfState:
+    try:
+        body = msgpack.unpackb(data, raw=False)
+        if type(body) is not list or len(body) != 3 or body[0] != CONF_CHANGE_VERSION:
+            raise ConfChangeDecodeError("a bootstrap configuration is [version, voters, learners]")
+        voters, learners = _decode_ids(body[1]), _decode_ids(body[2])
+    except (MessageDecodeError, ValueError) as error:
+        raise ConfChangeDecodeError(str(error)) from None
+    if voters & learners:
+        raise ConfChangeDecodeError("a node cannot be both voter and learner")
+    return ConfState(voters=voters, learners=learners)

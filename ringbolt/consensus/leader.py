@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ringbolt.consensus import limits
-from ringbolt.consensus.codec import encode_conf_change
+from ringbolt.consensus.codec import encode_bootstrap_conf, encode_conf_change
 from ringbolt.consensus.membership import apply_change
 from ringbolt.consensus.messages import (
     AppendRequest,
@@ -108,7 +108,10 @@ class LeaderRole:
         self.read_rounds = 0
         self.sync_progress()
         self.pending_conf_index = self.log.last_index
-        self._append(EntryKind.NOOP, b"")
+        bootstrap = b""
+        if self.log.last_index == 0:  # the group's first entry: record its configuration
+            bootstrap = encode_bootstrap_conf(raft.confs.at(0))
+        self._append(EntryKind.NOOP, bootstrap)
 
     # --- membership -----------------------------------------------------------
 
@@ -155,32 +158,44 @@ class LeaderRole:
     # --- proposals and replication --------------------------------------------
 
     def propose(self, command: bytes) -> tuple[int, int]:
-        return self._append(_NORMAL, command)
+        """The hot path: one Entry and one list append; sending waits for `flush`."""
+        if self.transferee != NO_NODE:
+            raise ProposalDropped("leadership transfer in progress")
+        log = self.log
+        entries = log.entries
+        index = log.offset + len(entries) + 1
+        if index - log.committed > limits.uncommitted_entries_max:
+            raise ProposalDropped("too many uncommitted entries")
+        term = self.term
+        entries.append(Entry(term=term, index=index, data=command))
+        self.send_pending = True
+        return term, index
 
     def _append(self, kind: EntryKind, data: bytes) -> tuple[int, int]:
         if self.transferee != NO_NODE:
             raise ProposalDropped("leadership transfer in progress")
         log = self.log
-        index = log.offset + len(log.entries) + 1
+        index = log.last_index + 1
         if index - log.committed > limits.uncommitted_entries_max:
             raise ProposalDropped("too many uncommitted entries")
         log.entries.append(Entry(term=self.term, index=index, kind=kind, data=data))
         self.send_pending = True
-        pr = self._self_progress
-        if pr is not None:
-            pr.match = index
-            pr.next = index + 1
-            if len(self._voters) == 1:
-                self.maybe_commit()
         return self.term, index
 
     def flush(self) -> None:
-        """Send every follower what its progress allows."""
+        """Send every follower what its progress allows; a follower that gets
+        no entries but lags in commit index gets a heartbeat carrying it."""
         self.send_pending = False
+        if len(self._voters) == 1:
+            self.maybe_commit()  # nobody else to wait for
+        self._maybe_start_read_round()
         send = self._send_append
+        committed = self.log.committed
         for node, pr in self._followers:
             while send(node, pr, False):
                 pass
+            if pr.commit_sent < committed and pr.commit_sent < pr.match:
+                self._send_heartbeat(node, pr, self.raft.ticks + 1)
 
     def _send_append(self, to: int, pr: Progress, send_if_empty: bool) -> bool:
         """Send one AppendEntries; True if the caller may send another at once."""
@@ -195,6 +210,7 @@ class LeaderRole:
         entries = log.slice(next_index, next_index + self._entries_max, self._bytes_max)
         if not entries and not send_if_empty:
             return False
+        committed = log.committed
         self.raft.messages.append(
             AppendRequest(
                 sender=self.node_id,
@@ -202,10 +218,11 @@ class LeaderRole:
                 term=self.term,
                 prev_log_index=next_index - 1,
                 prev_log_term=prev_term,
-                commit=log.committed,
+                commit=committed,
                 entries=entries,
             )
         )
+        pr.commit_sent = min(committed, next_index - 1 + len(entries))
         if pr.state == _REPLICATE and entries:
             last = entries[-1].index
             pr.next = last + 1
@@ -243,13 +260,17 @@ class LeaderRole:
     def maybe_commit(self) -> bool:
         """Advance commit to the quorum match index -- only over an entry of
         this term (Raft Figure 8): older entries commit along with it."""
+        log = self.log
+        own = self._self_progress
+        if own is not None:  # our own log counts as soon as it is appended
+            own.match = log.last_index
+            own.next = own.match + 1
         progress = self.progress
         matches = [progress[v].match for v in self._voters]
         if not matches:
             return False
         matches.sort(reverse=True)
         index = matches[len(matches) // 2]
-        log = self.log
         if index <= log.committed:
             return False
         if log.term(index) != self.term and not self.raft.unsafe_commit_old_terms:
@@ -387,20 +408,23 @@ class LeaderRole:
         return active >= len(self._voters) // 2 + 1
 
     def _broadcast_heartbeat(self) -> None:
-        committed = self.log.committed
         stamp = self.raft.ticks + 1  # 0 means "never acknowledged"
-        messages = self.raft.messages
         for node, pr in self._followers:
-            messages.append(
-                Heartbeat(
-                    sender=self.node_id,
-                    recipient=node,
-                    term=self.term,
-                    commit=min(pr.match, committed),
-                    read_seq=self.read_seq,
-                    lease_tick=stamp,
-                )
+            self._send_heartbeat(node, pr, stamp)
+
+    def _send_heartbeat(self, to: int, pr: Progress, stamp: int) -> None:
+        commit = min(pr.match, self.log.committed)
+        pr.commit_sent = commit
+        self.raft.messages.append(
+            Heartbeat(
+                sender=self.node_id,
+                recipient=to,
+                term=self.term,
+                commit=commit,
+                read_seq=self.read_seq,
+                lease_tick=stamp,
             )
+        )
 
     # --- reads -------------------------------------------------------------
 
@@ -425,13 +449,16 @@ class LeaderRole:
             self._answer_read(requester, index, context)
             return
         self.reads.append((self.read_seq + 1, index, context, requester))
-        if self.read_confirmed == self.read_seq:
-            self._start_read_round()
+        self.send_pending = True  # `flush` starts the round with all reads made until then
 
-    def _start_read_round(self) -> None:
-        self.read_seq += 1
-        self.read_rounds += 1
-        self._broadcast_heartbeat()
+    def _maybe_start_read_round(self) -> None:
+        """Start the next round if reads wait for it and none is in flight. Reads
+        registered before the round's heartbeats leave (at the next Ready) join it."""
+        if self.reads and self.read_confirmed == self.read_seq:
+            assert self.reads[-1][0] == self.read_seq + 1
+            self.read_seq += 1
+            self.read_rounds += 1
+            self._broadcast_heartbeat()
 
     def _advance_reads(self) -> None:
         acknowledged = sorted(
@@ -446,8 +473,8 @@ class LeaderRole:
         while reads and reads[0][0] <= confirmed:
             _, index, context, requester = reads.popleft()
             self._answer_read(requester, index, context)
-        if reads and self.read_confirmed == self.read_seq:
-            self._start_read_round()
+        if reads:
+            self.send_pending = True
 
     def _answer_read(self, requester: int, index: int, context: bytes) -> None:
         if requester == self.node_id:

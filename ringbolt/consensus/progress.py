@@ -81,6 +81,7 @@ class Progress:
         "snapshot_sent_offset",
         "read_seq",
         "lease_tick",
+        "commit_sent",
     )
 
     def __init__(self, *, next_index: int, inflight_msgs_max: int, learner: bool) -> None:
@@ -101,6 +102,8 @@ class Progress:
         """Latest ReadIndex round this follower acknowledged."""
         self.lease_tick = 0
         """Leader tick at which the latest heartbeat it acknowledged was sent."""
+        self.commit_sent = 0
+        """The commit index the follower was last told (as far as it can apply)."""
 
     def __repr__(self) -> str:
         return (

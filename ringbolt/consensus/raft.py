@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ringbolt.consensus import limits
-from ringbolt.consensus.codec import decode_conf_change
+from ringbolt.consensus.codec import decode_bootstrap_conf, decode_conf_change
 from ringbolt.consensus.log import RaftLog
 from ringbolt.consensus.membership import ConfHistory, InvalidConfChange, apply_change
 from ringbolt.consensus.messages import (
@@ -228,9 +228,10 @@ class Raft:
             self._step_candidate(m)
 
     def propose(self, command: bytes) -> tuple[int, int]:
-        if self.leader_role is None:
+        leader_role = self.leader_role
+        if leader_role is None:
             raise NotLeader(self.leader)
-        return self.leader_role.propose(command)
+        return leader_role.propose(command)
 
     def propose_conf_change(self, change: ConfChange) -> tuple[int, int]:
         if self.leader_role is None:
@@ -277,7 +278,7 @@ class Raft:
             or self.read_states
             or log.pending_snapshot is not None
             or self._prev_hard != (self.term, self.vote, log.committed)
-            or self._prev_soft != self._soft_state()
+            or self._soft_state() is not self._prev_soft
         )
 
     def ready(self) -> Ready:
@@ -290,7 +291,7 @@ class Raft:
             self._prev_hard = hard
             ready.hard_state = HardState(term=self.term, vote=self.vote, commit=log.committed)
         soft = self._soft_state()
-        if soft != self._prev_soft:
+        if soft is not self._prev_soft:
             self._prev_soft = ready.soft_state = soft
         if log.pending_snapshot is not None:
             ready.snapshot = log.pending_snapshot
@@ -585,9 +586,14 @@ class Raft:
         )
 
     def _track_config_entries(self, entries: list[Entry]) -> None:
-        """Configurations take effect when their entry is appended."""
+        """Configurations take effect when their entry is appended. Entry 1,
+        the first leader's NOOP, carries the group's initial configuration so
+        that a node that joins later (and persists nothing else) learns it."""
         config = EntryKind.CONFIG
         last_change = self.confs.last_change_index
+        if entries and entries[0].index == 1 and last_change == 0 and entries[0].data:
+            assert entries[0].kind == EntryKind.NOOP
+            self.confs.append(1, decode_bootstrap_conf(entries[0].data))
         for entry in entries:
             if entry.kind is config and entry.index > last_change:
                 self.apply_config_entry(entry)
@@ -654,7 +660,7 @@ class Raft:
     # --- soft state ------------------------------------------------------------
 
     def _reported_role(self) -> Role:
-        if self.role == Role.FOLLOWER and self.node_id in self.conf.learners:
+        if self.role is Role.FOLLOWER and self.node_id in self.confs.current.learners:
             return Role.LEARNER
         return self.role
 
@@ -666,11 +672,4 @@ class Raft:
         return SoftState(leader=self.leader, role=role, term=self.term)
 
 
-__all__ = [
-    "HeartbeatResponse",
-    "Raft",
-    "RaftConfig",
-    "ReadMode",
-    "ReadIndexResponse",
-    "UNSAFE_MUTATIONS",
-]
+__all__ = ["Raft", "RaftConfig", "ReadMode", "UNSAFE_MUTATIONS"]

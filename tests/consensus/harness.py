@@ -52,7 +52,8 @@ class Network:
         self.queue: list[Message] = []
         self.cut: set[tuple[int, int]] = set()
         self.down: set[int] = set()
-        self.filter: Callable[[Message], bool] | None = None
+        self.transform: Callable[[Message], Message | None] | None = None
+        """Applied to each message at delivery; None drops it."""
         self.sent: list[Message] = []
         for node in self.ids:
             self.add_node(node, voters=self.voters)
@@ -151,8 +152,13 @@ class Network:
         for message in batch:
             if (message.sender, message.recipient) in self.cut or message.recipient in self.down:
                 continue
-            if self.filter is not None and not self.filter(message):
-                continue
+            if message.recipient not in self.nodes:
+                continue  # a node that does not exist (yet)
+            if self.transform is not None:
+                transformed = self.transform(message)
+                if transformed is None:
+                    continue
+                message = transformed
             self.nodes[message.recipient].step(message)
             delivered += 1
         return delivered

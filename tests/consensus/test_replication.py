@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from ringbolt.consensus.messages import AppendRequest, AppendResponse
+from ringbolt.consensus.messages import AppendRequest, AppendResponse, Message
 from ringbolt.consensus.progress import ProgressState
 from ringbolt.consensus.types import Entry, EntryKind, NotLeader, ProposalDropped, Role
 from tests.consensus.harness import Network, entry_terms
@@ -139,44 +141,61 @@ def test_follower_rejects_gap_and_hints_its_last_index() -> None:
     assert (response.index, response.hint_index, response.hint_term) == (10, 1, term)
 
 
-def test_figure8_leader_never_commits_old_term_entries_by_counting() -> None:
-    """Raft paper Figure 8: an entry from an older term replicated on a
-    majority is not committed until an entry of the current term is."""
-    net = Network([1, 2, 3, 4, 5])
-    net.elect(1)  # term 1
+def _figure8(**config: object) -> tuple[Network, int]:
+    """Raft paper Figure 8, steps (a)-(c), with one entry per message.
+
+    (a) S1 leads term 1 and replicates index 2 only to S2. (b) S1 crashes; S5
+    leads term 2 and appends index 2 only locally. (c) S5 crashes; S1 restarts,
+    leads term 3 and replicates its term-1 entry at index 2 to a majority, but
+    none of its own term-3 entries (they are stripped in flight)."""
+    net = Network([1, 2, 3, 4, 5], pre_vote=False, check_quorum=False, entries_per_msg_max=1, **config)
+    net.elect(1)
+    net.tick(count=1)
     net.partition([1, 2], [3, 4, 5])
-    net.propose(1, b"t1")  # index 2, on 1 and 2 only
+    net.propose(1, b"t1")
     net.stabilize()
-    net.tick(nodes=[3, 4, 5], count=30)  # 3, 4 or 5 becomes leader of a higher term
     net.heal()
     net.crash(1)
-    net.crash(2)
-    old = net.leaders()[0]
-    net.crash(old)
-    net.restart(1)  # 1 comes back with the t1 entry and wins with 2's help...
-    net.restart(2)
-    net.restart(old)
-    net.isolate(old)
-    alive = [n for n in net.ids if n != old]
-    net.filter = lambda m: not (isinstance(m, AppendRequest) and m.entries and m.recipient != 2)
-    net.tick(nodes=[1], count=25)
-    net.tick(nodes=alive, count=1)
+    net.transform = lambda m: None if isinstance(m, AppendRequest) and m.sender == 5 else m
+    net.isolate(2)
+    net.elect(5)
+    assert net.nodes[5].log.term(2) == 2
+    net.crash(5)
+    net.heal()
+    term = 3
+
+    def strip_current_term(m: Message) -> Message:
+        if isinstance(m, AppendRequest):
+            return replace(m, entries=[e for e in m.entries if e.term < term])
+        return m
+
+    net.transform = strip_current_term
+    net.restart(1)
+    net.campaign(1)  # term 2 is lost: S3 and S4 voted for S5 in it
+    while net.nodes[1].term < term:
+        net.nodes[1].tick()
+    net.stabilize()
+    assert net.nodes[1].role == Role.LEADER
+    net.tick(nodes=[1, 2, 3, 4], count=4)
+    replicas = [n for n in net.ids if net.nodes[n].log.term(2) == 1]
+    assert len(replicas) >= 3
+    return net, term
+
+
+def test_figure8_leader_never_commits_old_term_entries_by_counting() -> None:
+    net, term = _figure8()
     leader = net.nodes[1]
-    if leader.role != Role.LEADER:
-        pytest.skip("node 1 did not win this seed's election")
-    # Its NOOP of the new term only reaches node 2: t1 at index 2 sits on 1, 2 and
-    # (after we let it) on 3 -- a majority -- but must not be committed by counting.
-    net.filter = lambda m: not (
-        isinstance(m, AppendRequest) and any(e.term == leader.term for e in m.entries)
-    )
-    net.tick(nodes=alive, count=5)
-    replicas = sum(1 for n in net.ids if net.nodes[n].log.term(2) == 1)
-    assert replicas >= 3
-    assert leader.log.committed < 2
-    net.filter = None
-    net.tick(nodes=alive, count=3)
-    assert leader.log.committed >= 3
-    assert net.applied[1][0] == b"t1"
+    assert leader.role == Role.LEADER
+    assert leader.log.committed == 1  # a majority holds index 2, yet it is not committed
+    net.transform = None
+    net.tick(nodes=[1, 2, 3, 4], count=3)
+    assert leader.log.committed >= 3  # committed along with the NOOP of term 3
+    assert net.applied[1] == [b"t1"]
+
+
+def test_figure8_mutation_commits_by_counting_old_terms() -> None:
+    net, _ = _figure8(unsafe=frozenset({"commit_old_terms"}))
+    assert net.nodes[1].log.committed == 2  # the unsafe rule commits index 2 here
 
 
 def test_uncommitted_entries_are_bounded() -> None:
