@@ -239,19 +239,23 @@ def check_key(
 
 
 def _relevant(operations: list[Operation], model: Model) -> list[Operation]:
-    """Drop ops that cannot matter: failures, unknown reads, unobserved unknown writes."""
+    """Drop ops that cannot matter: failures, and indeterminate ops that change
+    nothing (reads) or whose value no kept op ever expects (to a fixpoint:
+    dropping an indeterminate cas may orphan the write it expected)."""
     kept = [op for op in operations if op.status != "fail"]
-    kept = [op for op in kept if not (op.f == "read" and op.optional)]
-    observed: set[State] = set()
-    for op in kept:
-        transition = model.transition(op.f, op.value, op.output)
-        if transition.guarded:
-            observed.add(transition.expected)
-    return [
-        op
-        for op in kept
-        if not op.optional or model.transition(op.f, op.value, op.output).new in observed
-    ]
+    transitions = {id(op): model.transition(op.f, op.value, op.output) for op in kept}
+
+    def changes_value(op: Operation) -> bool:
+        transition = transitions[id(op)]
+        return not (transition.guarded and transition.expected == transition.new)
+
+    kept = [op for op in kept if not op.optional or changes_value(op)]
+    while True:
+        observed = {transitions[id(op)].expected for op in kept if transitions[id(op)].guarded}
+        pruned = [op for op in kept if not op.optional or transitions[id(op)].new in observed]
+        if len(pruned) == len(kept):
+            return kept
+        kept = pruned
 
 
 def _impossible_read(key: str, operations: list[Operation], model: Model) -> KeyViolation | None:
@@ -314,6 +318,20 @@ class _Search:
         self.new = [t.new for t in transitions]
         self.optional = [op.optional for op in operations]
         self.no_op = [t.guarded and t.expected == t.new for t in transitions]
+        # Indeterminate ops with the same transition are interchangeable (same
+        # effect, both open until +infinity), so only the earliest-invoked
+        # unplaced one of each class is ever tried: k such ops give k + 1
+        # configurations instead of 2**k.
+        self.sibling = [-1] * len(operations)
+        last_of_class: dict[tuple[bool, State, State], int] = {}
+        for i, t in enumerate(transitions):
+            if self.optional[i]:
+                signature = (t.guarded, t.expected, t.new)
+                self.sibling[i] = last_of_class.get(signature, -1)
+                last_of_class[signature] = i
+        self.placed = [False] * len(operations)
+        self.cache: dict[tuple[int, int, State], list[int]] = {}
+        self.cache_entries = 0
         ranks = {False: 0, True: 0}  # ops are in invoke order; required/optional ranked apart
         self.rank: list[int] = []
         for is_optional in self.optional:
@@ -359,38 +377,44 @@ class _Search:
         state: State = self.model.initial
         placement: _Placement = (0, 0, 0)
         stack: list[tuple[int, State, _Placement, bool]] = []  # (op, state before, ..., forced)
-        cache: set[tuple[_Placement, State]] = set()
-        entry, fresh, steps = head, True, 0
+        entry, fresh, optional_pass, steps = head, True, False, 0
         while required_left:
             steps += 1
             if not steps & (limits.deadline_check_steps - 1):
-                self._check_bounds(len(cache))
+                self._check_bounds()
             i, forced = -1, False
             if fresh:  # a new configuration: a no-op that may go next goes next
-                fresh, i = False, self._enabled_no_op(state)
+                fresh, optional_pass, i = False, False, self._enabled_no_op(state)
                 forced = i >= 0
                 entry = next_[head]
             if i < 0:
                 assert entry != -1, "a required op is unplaced, so its return is still listed"
                 if not entry & 1:  # a call: try to linearize it here
                     i = entry >> 1
-                    if guarded[i] and state != expected[i]:
+                    if (
+                        optional[i] is not optional_pass
+                        or (guarded[i] and state != expected[i])
+                        or not self._first_of_class(i)
+                    ):
                         entry = next_[entry]
                         continue
+                elif not optional_pass:  # required ops tried; now indeterminate ones
+                    optional_pass, entry = True, next_[head]
+                    continue
             if i >= 0:
-                candidate = (self._placed(placement, i), new[i])
-                if candidate not in cache:
-                    cache.add(candidate)
+                candidate = self._placed(placement, i)
+                if self._visit(candidate, new[i]):
                     stack.append((i, state, placement, forced))
-                    placement, state = candidate
+                    placement, state = candidate, new[i]
                     required_left -= not optional[i]
                     self._lift(i)
+                    self.placed[i] = True
                     fresh = True
                     continue
                 if not forced:
                     entry = next_[entry]
                     continue
-            # A dead end: an unplaced op's return, a cached or a doomed no-op.
+            # A dead end: an unplaced op's return, a covered or a doomed no-op.
             if len(stack) > len(self.best_prefix):
                 self.best_prefix = [i for i, _, _, _ in stack]
                 self.best_state = state
@@ -400,10 +424,36 @@ class _Search:
                 i, state, placement, forced = stack.pop()
                 required_left += not optional[i]
                 self._unlift(i)
+                self.placed[i] = False
                 if not forced:  # a forced no-op never hides a solution: keep unwinding
                     break
-            entry = next_[2 * i]
+            entry, optional_pass = next_[2 * i], optional[i]
         return None
+
+    def _visit(self, placement: _Placement, state: State) -> bool:
+        """Record a configuration; False if one seen before covers it.
+
+        (low, window, state) equal and a seen optional set that is a SUBSET of
+        this one covers it: with fewer indeterminate ops spent, the seen one
+        can do everything this one can. The first visit of a configuration
+        was either a dead end or is an ancestor whose other branches cover
+        this one's futures. Required ops are tried before indeterminate ones,
+        so configurations tend to be met with the fewest ops spent first."""
+        low, window, optional_bits = placement
+        seen = self.cache.get((low, window, state))
+        if seen is None:
+            self.cache[(low, window, state)] = [optional_bits]
+        else:
+            for other in seen:
+                if not other & ~optional_bits:
+                    return False
+            seen.append(optional_bits)
+        self.cache_entries += 1
+        return True
+
+    def _first_of_class(self, i: int) -> bool:
+        sibling = self.sibling[i]
+        return sibling < 0 or self.placed[sibling]
 
     def _enabled_no_op(self, state: State) -> int:
         """A read-like op (guarded, never changes the value) whose guard holds
@@ -441,9 +491,11 @@ class _Search:
             low += 1
         return low, window, optional_bits
 
-    def _check_bounds(self, cache_entries: int) -> None:
-        if cache_entries > limits.search_cache_entries_max:
-            raise SearchAborted(f"key {self.key!r}: more than {cache_entries} cached states")
+    def _check_bounds(self) -> None:
+        if self.cache_entries > limits.search_cache_entries_max:
+            raise SearchAborted(
+                f"key {self.key!r}: more than {limits.search_cache_entries_max} configurations"
+            )
         if self.deadline is not None and self.clock() >= self.deadline:
             raise SearchAborted(f"key {self.key!r}: time limit reached")
 
