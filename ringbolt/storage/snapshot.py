@@ -21,7 +21,6 @@ the old state untouched.
 from __future__ import annotations
 
 import struct
-import tempfile
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import IO
@@ -86,6 +85,8 @@ class SpooledStream:
 
     @classmethod
     def receive(cls, chunks: Iterable[bytes], *, directory: str | None = None) -> SpooledStream:
+        import tempfile  # only receivers need it (and it is slow to import)
+
         spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - owned by the stream
             max_size=limits.snapshot_spool_memory_bytes_max, dir=directory
         )

@@ -45,6 +45,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ringbolt.consensus.types import Entry, HardState, PersistentState, Snapshot, SnapshotMeta
 from ringbolt.storage import limits
@@ -272,18 +273,22 @@ class WriteAheadLog:
     def _replay_segment(
         self, seq: int, path: str, data: bytes, is_last: bool, replays: dict[int, _Replay]
     ) -> int:
-        """Replay one segment; return how many of its bytes are valid."""
+        """Replay one segment; return how many of its bytes are valid. Raises
+        `WalCorruption` after replaying the records before the corruption
+        (kept only by a repair)."""
         scan = scan_segment(data)
+        corruption: WalCorruption | None = None
         if scan.problem is not None and (not is_last or scan.valid_record_follows or not scan.records):
-            raise WalCorruption(path, scan.valid_bytes, scan.problem)
+            corruption = WalCorruption(path, scan.valid_bytes, scan.problem)
         segment = _Segment(seq=seq, path=path)
+        self._segments.append(segment)
         for number, (offset, payload) in enumerate(scan.records):
             try:
                 record = decode(payload)
+                if number == 0 and not (isinstance(record, StateRecord) and record.segment_seq == seq):
+                    raise ValueError("segment does not open with its state record")
             except ValueError as error:
                 raise WalCorruption(path, offset, str(error)) from None
-            if number == 0 and not (isinstance(record, StateRecord) and record.segment_seq == seq):
-                raise WalCorruption(path, offset, "segment does not open with its state record")
             if isinstance(record, StateRecord):
                 for group_id, state in record.groups.items():
                     replay = replays.setdefault(group_id, _Replay())
@@ -296,7 +301,8 @@ class WriteAheadLog:
             if isinstance(record, AppendRecord) and record.entries:
                 top = segment.entry_index_max.get(record.group_id, 0)
                 segment.entry_index_max[record.group_id] = max(top, record.entries[-1].index)
-        self._segments.append(segment)
+        if corruption is not None:
+            raise corruption
         return scan.valid_bytes
 
     def _repair(self, files: Sequence[tuple[int, str]], corruption: WalCorruption) -> None:
@@ -565,6 +571,11 @@ class WriteAheadLog:
         }
 
 
-from ringbolt.storage.group_commit import GroupCommitter  # noqa: E402  (re-export for the server)
+def __getattr__(name: str) -> Any:
+    """`GroupCommitter` is re-exported lazily: it pulls in asyncio, which
+    processes that only use the log (the crash-test writer) do not need."""
+    if name == "GroupCommitter":
+        from ringbolt.storage.group_commit import GroupCommitter
 
-__all__ = ["GroupCommitter", "WriteAheadLog", "prepare_directory", "segment_name"]
+        return GroupCommitter
+    raise AttributeError(name)

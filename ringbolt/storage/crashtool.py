@@ -1,0 +1,226 @@
+"""Crash-test tool: a durable writer to SIGKILL, and the harness that does it.
+
+Theory of operation
+-------------------
+``python -m ringbolt.storage.crashtool writer DIR`` opens the WAL and the LMDB
+store in DIR, recovers (replays committed WAL entries above each group's
+applied index into the store), prints ``READY``, then loops forever: append a
+few entries -- each an MPUT of 1..8 keys named after (group, index, key
+number, key count) -- with a hard state committing them, fsync the WAL, print
+``ACK group index`` (only now is the write acknowledged), apply to LMDB;
+every so often checkpoint a group (LMDB fsync, snapshot meta, compact) so
+that segments rotate and get deleted under the kills.
+
+``python -m ringbolt.storage.crashtool harness DIR --cycles N`` starts the
+writer, kills it with SIGKILL a random 2..100 ms after READY, and checks the
+directory: before recovery, every batch visible in LMDB is complete (no
+half-applied MPUT); after recovery, every acknowledged batch is present with
+its value. Then it starts the writer again, N times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ringbolt.consensus.types import ConfState, Entry, HardState, SnapshotMeta
+from ringbolt.kv.commands import Op, encode
+from ringbolt.storage.engine import StateMachineStore
+from ringbolt.storage.wal import WriteAheadLog
+
+GROUPS = (1, 2, 3)
+CONF = ConfState(voters=frozenset({1}))
+MAP_SIZE_BYTES = 256 * 1024 * 1024
+KEYS_PER_BATCH_MAX = 8
+
+
+def batch_keys(group_id: int, index: int, count: int) -> list[bytes]:
+    return [f"g{group_id}-i{index}-k{number}of{count}".encode() for number in range(count)]
+
+
+def open_storage(directory: str, segment_bytes_max: int) -> tuple[WriteAheadLog, StateMachineStore]:
+    wal = WriteAheadLog.open(os.path.join(directory, "wal"), segment_bytes_max=segment_bytes_max)
+    try:
+        store = StateMachineStore.open(os.path.join(directory, "state"), map_size_bytes=MAP_SIZE_BYTES)
+    except BaseException:
+        wal.close()
+        raise
+    return wal, store
+
+
+def recover(wal: WriteAheadLog, store: StateMachineStore) -> dict[int, int]:
+    """Replay committed entries above the store's applied index; return each
+    group's last log index."""
+    last: dict[int, int] = {}
+    for group_id, state in wal.recovered().items():
+        applied = store.applied_index(group_id)
+        snapshot_index = 0 if state.snapshot is None else state.snapshot.meta.index
+        assert applied >= snapshot_index, "the store is behind a recorded checkpoint"
+        commit = state.hard_state.commit
+        replay = [e for e in state.entries if applied < e.index <= commit]
+        if replay:
+            store.apply(group_id, replay)
+        last[group_id] = state.entries[-1].index if state.entries else snapshot_index
+    return last
+
+
+def run_writer(directory: str, seed: int, segment_bytes_max: int) -> None:
+    rng = random.Random(seed)
+    wal, store = open_storage(directory, segment_bytes_max)
+    last = recover(wal, store)
+    print("READY", flush=True)
+    while True:
+        written: list[tuple[int, Entry]] = []
+        for _ in range(rng.randint(1, 4)):
+            group_id = rng.choice(GROUPS)
+            index = last.get(group_id, 0) + 1
+            keys = batch_keys(group_id, index, rng.randint(1, KEYS_PER_BATCH_MAX))
+            data = encode(Op.MPUT, 0, [[key, str(index).encode()] for key in keys])
+            entry = Entry(term=1, index=index, data=data)
+            wal.append(group_id, entries=[entry], hard_state=HardState(term=1, vote=1, commit=index))
+            last[group_id] = index
+            written.append((group_id, entry))
+        wal.sync()
+        sys.stdout.write("".join(f"ACK {g} {e.index}\n" for g, e in written))
+        sys.stdout.flush()
+        for group_id, entry in written:
+            store.apply(group_id, [entry])
+        if rng.random() < 0.05:
+            group_id = rng.choice(GROUPS)
+            index, term = store.checkpoint(group_id)
+            if index:
+                wal.append(group_id, snapshot_meta=SnapshotMeta(index=index, term=term, conf=CONF))
+                wal.compact(group_id, index)
+                wal.sync()
+
+
+@dataclass(slots=True)
+class CheckReport:
+    acknowledged: int = 0
+    batches_seen: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def check_atomic(store: StateMachineStore, report: CheckReport) -> dict[tuple[int, int], int]:
+    """Every visible batch is whole; returns the visible batches' key counts."""
+    seen: dict[tuple[int, int], int] = {}
+    expected: dict[tuple[int, int], int] = {}
+    for group_id in GROUPS:
+        cursor = b""
+        for _ in range(1_000_000):
+            cursor, keys = store.scan(group_id, cursor, 1000)
+            for key in keys:
+                name_group, name_index, name_key = key.decode().split("-")
+                batch = (int(name_group[1:]), int(name_index[1:]))
+                assert batch[0] == group_id
+                seen[batch] = seen.get(batch, 0) + 1
+                expected[batch] = int(name_key.split("of")[1])
+            if not cursor:
+                break
+    for batch, count in seen.items():
+        if count != expected[batch]:
+            report.problems.append(f"batch {batch} half-applied: {count} of {expected[batch]} keys")
+    report.batches_seen = len(seen)
+    return seen
+
+
+def check_directory(
+    directory: str, acknowledged: set[tuple[int, int]], segment_bytes_max: int
+) -> CheckReport:
+    report = CheckReport(acknowledged=len(acknowledged))
+    wal, store = open_storage(directory, segment_bytes_max)
+    try:
+        check_atomic(store, report)
+        recover(wal, store)
+        seen = check_atomic(store, report)
+        for group_id, index in sorted(acknowledged):
+            if (group_id, index) not in seen:
+                report.problems.append(f"acknowledged batch {(group_id, index)} lost")
+                continue
+            for key in batch_keys(group_id, index, seen[(group_id, index)]):
+                record = store.get(group_id, key)
+                if record is None or record[0] != str(index).encode():
+                    report.problems.append(f"acknowledged key {key!r} has {record!r}")
+    finally:
+        wal.close()
+        store.close()
+    return report
+
+
+def writer_command(directory: str, seed: int, segment_bytes_max: int) -> list[str]:
+    return [
+        sys.executable, "-m", "ringbolt.storage.crashtool", "writer", directory,
+        "--seed", str(seed), "--segment-bytes", str(segment_bytes_max),
+    ]  # fmt: skip
+
+
+def kill_cycle(
+    directory: str, rng: random.Random, segment_bytes_max: int, acknowledged: set[tuple[int, int]]
+) -> None:
+    """Start the writer, wait for READY, SIGKILL it after a random delay, and
+    add the acknowledgements it printed to `acknowledged`."""
+    command = writer_command(directory, rng.randrange(2**32), segment_bytes_max)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        if first != b"READY\n":
+            _, error = process.communicate(timeout=30)
+            raise RuntimeError(f"writer did not start: {first!r} {error.decode(errors='replace')}")
+        time.sleep(rng.uniform(0.002, 0.100))
+        process.send_signal(signal.SIGKILL)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    for line in output.split(b"\n")[:-1]:  # a last line without "\n" was cut by the kill
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == b"ACK":
+            acknowledged.add((int(parts[1]), int(parts[2])))
+
+
+def run_harness(directory: str, cycles: int, seed: int, segment_bytes_max: int) -> CheckReport:
+    rng = random.Random(seed)
+    acknowledged: set[tuple[int, int]] = set()
+    report = CheckReport()
+    for cycle in range(cycles):
+        kill_cycle(directory, rng, segment_bytes_max, acknowledged)
+        report = check_directory(directory, acknowledged, segment_bytes_max)
+        if report.problems:
+            report.problems.insert(0, f"after kill {cycle + 1} (seed {seed})")
+            return report
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ringbolt.storage.crashtool")
+    sub = parser.add_subparsers(dest="command", required=True)
+    writer = sub.add_parser("writer", help="append and acknowledge durable writes forever")
+    harness = sub.add_parser("harness", help="kill and restart the writer, checking each time")
+    for command in (writer, harness):
+        command.add_argument("directory")
+        command.add_argument("--seed", type=int, default=1)
+        command.add_argument("--segment-bytes", type=int, default=16 * 1024)
+    harness.add_argument("--cycles", type=int, default=100)
+    args = parser.parse_args(argv)
+    if args.command == "writer":
+        run_writer(args.directory, args.seed, args.segment_bytes)
+        return 0
+    os.makedirs(args.directory, exist_ok=True)
+    started = time.monotonic()
+    report = run_harness(args.directory, args.cycles, args.seed, args.segment_bytes)
+    elapsed = time.monotonic() - started
+    print(f"{args.cycles} kills in {elapsed:.1f} s: {report.acknowledged} acknowledged batches, "
+          f"{report.batches_seen} visible, problems: {report.problems or 'none'}")
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
