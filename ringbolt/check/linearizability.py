@@ -21,11 +21,22 @@ porcupine: events sit in a doubly linked list in real-time order; walking it,
 the search tentatively linearizes a call whose guard holds (lifting the call
 and its return out of the list) and restarts at the head; meeting a return
 whose op is not yet linearized means the current prefix is a dead end, so it
-backtracks. A (linearized-set bitset, state) pair seen before is a dead end
-too. The key is linearizable as soon as every non-optional op is placed. The
-loop is iterative (an explicit stack), its cache is bounded
-(`limits.search_cache_entries_max`) and it consults an optional deadline; a
-key that hits either bound is *unknown*, never valid.
+backtracks. The key is linearizable as soon as every required op is placed.
+Three reductions keep it small, none of which changes the verdict:
+
+* a read (a guarded op that changes nothing) whose guard holds and that may
+  go next goes next, without branching;
+* indeterminate ops with the same effect are interchangeable, so only the
+  earliest-invoked unplaced one of each class is tried;
+* a configuration (required ops placed, value) already met with a SUBSET of
+  the indeterminate ops spent covers the new one, which is skipped (a plain
+  memo hit is the equal case). Required ops are tried first so cheap
+  configurations tend to come first.
+
+The loop is iterative (an explicit stack); the configuration cache is
+bounded (`limits.search_cache_entries_max`) and an optional deadline is
+consulted every `limits.deadline_check_steps` steps; a key that hits either
+bound is *unknown*, never valid.
 
 Verdict: `valid` is False if any key has a violation, None ("unknown") if no
 key has one but some search was cut short, True otherwise.
@@ -294,6 +305,23 @@ def _concurrent(target: Operation, operations: list[Operation]) -> list[Operatio
     ]
 
 
+def _event_list(operations: list[Operation]) -> tuple[list[int], list[int]]:
+    """(next, previous) links of every op's call (2*i) and return (2*i + 1)
+    event in real-time order, behind a head sentinel numbered 2*len."""
+    count = len(operations)
+    events = sorted(
+        [(op.index, 2 * i) for i, op in enumerate(operations)]
+        + [(op.return_index, 2 * i + 1) for i, op in enumerate(operations)]
+    )
+    next_ = [-1] * (2 * count + 1)
+    previous = [-1] * (2 * count + 1)
+    order = [2 * count] + [event for _, event in events]
+    for before, after in zip(order, order[1:], strict=False):
+        next_[before] = after
+        previous[after] = before
+    return next_, previous
+
+
 class _Search:
     """The WGL search over one key's ops; see the module docstring."""
 
@@ -337,19 +365,8 @@ class _Search:
         for is_optional in self.optional:
             self.rank.append(ranks[is_optional])
             ranks[is_optional] += 1
-        count = len(operations)
-        # Events: op i has call 2*i and return 2*i + 1; `head` is a sentinel.
-        events = sorted(
-            [(op.index, 2 * i) for i, op in enumerate(operations)]
-            + [(op.return_index, 2 * i + 1) for i, op in enumerate(operations)]
-        )
-        self.head = 2 * count
-        self.next = [-1] * (2 * count + 1)
-        self.previous = [-1] * (2 * count + 1)
-        order = [self.head] + [event for _, event in events]
-        for before, after in zip(order, order[1:], strict=False):
-            self.next[before] = after
-            self.previous[after] = before
+        self.head = 2 * len(operations)
+        self.next, self.previous = _event_list(operations)
         # Best (longest) prefix seen at a dead end, for the explanation.
         self.best_prefix: list[int] = []
         self.best_state: State = model.initial
