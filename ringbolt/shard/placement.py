@@ -1,0 +1,606 @@
+"""Shard replicas -> nodes: rendezvous hashing with bounded loads, DC-aware, minimal moves.
+
+Theory of operation
+-------------------
+Each shard ranks every node by a rendezvous (highest-random-weight) score,
+xxh3_64(node id, seed=shard id); with weights the score is the weighted
+rendezvous key w / -ln(u). The ranking is the shard's consistent-hash order:
+adding or removing a node never reorders the other nodes.
+
+Every node n has a fair share f(n) = R * w(n) / W of the R = shards * replicas
+replicas, and three integer bounds derived from it and epsilon:
+
+* `cap(n)    = ceil((1 + epsilon) f(n))` -- hard: no node ever holds more
+  (Mirrokni, Thorup, Zadimoghaddam, "Consistent Hashing with Bounded Loads");
+* `tight(n)  = ceil(f(n))` -- a new replica prefers nodes below it;
+* `lower(n)  = floor((1 - epsilon) f(n))` -- a node below it pulls replicas.
+
+`place(nodes, shard_ids, previous=...)` computes a placement in four passes,
+starting from `previous` (or from nothing) so that a membership change moves
+as few replicas as possible:
+
+1. keep: every previous replica stays if its node is still active and the
+   shard does not hold more same-DC replicas than it must;
+2. shed: a node above its cap drops the replicas it ranks lowest;
+3. fill: every empty slot walks the shard's ranking and takes the first node
+   that is below cap, preferring (in order) a DC the shard does not use yet,
+   a zone it does not use yet, and a node below `tight` -- consistent hashing
+   with bounded loads, with a tight bound for new replicas;
+4. steal: a node below `lower` (typically a new node) walks the shards in its
+   own ranking order and takes replicas from more loaded holders, as long as
+   the shard's DC and zone diversity does not shrink, until it reaches
+   floor(f(n)).
+
+So adding a node moves about floor(R / (N + 1)) replicas (all onto the new
+node); removing a node moves exactly that node's replicas; a DC label change
+moves only replicas that now break DC diversity. Everything iterates in
+sorted order: the same input gives the same placement on every machine.
+
+`plan_moves(old, new)` turns two placements into the list of replica moves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import xxhash
+
+from ringbolt.shard.limits import (
+    epsilon_default,
+    epsilon_max,
+    label_chars_max,
+    node_weight_max,
+    nodes_max,
+    replicas_default,
+    replicas_max,
+    shards_max,
+)
+
+ID_LIMIT = 1 << 63
+"""Node and shard ids lie in [0, 2**63): they seed and feed xxh3_64."""
+
+_LEVEL_SAME_DC = 4
+_LEVEL_SAME_ZONE = 2
+_LEVEL_ABOVE_TIGHT = 1
+
+
+class PlacementError(ValueError):
+    """The caller asked for a placement that cannot be computed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlacementNode:
+    """What placement needs to know about a node."""
+
+    node_id: int
+    dc: str = ""
+    zone: str = ""
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.node_id < ID_LIMIT:
+            raise PlacementError(f"node id {self.node_id} outside [0, 2**63)")
+        if not 1 <= self.weight <= node_weight_max:
+            raise PlacementError(f"node weight {self.weight} outside [1, {node_weight_max}]")
+        if len(self.dc) > label_chars_max or len(self.zone) > label_chars_max:
+            raise PlacementError(f"labels longer than {label_chars_max} characters")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Move:
+    """Move one replica of `shard_id`. None on one side: replica added or dropped."""
+
+    shard_id: int
+    from_node: int | None
+    to_node: int | None
+
+    def __post_init__(self) -> None:
+        assert self.from_node is not None or self.to_node is not None
+        assert self.from_node != self.to_node
+
+
+class Placement:
+    """An immutable map shard id -> tuple of distinct node ids (slot order kept)."""
+
+    __slots__ = ("_replicas",)
+
+    def __init__(self, replicas: Mapping[int, Iterable[int]]) -> None:
+        self._replicas: dict[int, tuple[int, ...]] = {
+            shard: tuple(replicas[shard]) for shard in sorted(replicas)
+        }
+        for shard, nodes in self._replicas.items():
+            assert len(set(nodes)) == len(nodes), f"shard {shard} repeats a node: {nodes}"
+
+    def replicas(self, shard_id: int) -> tuple[int, ...]:
+        return self._replicas[shard_id]
+
+    def shard_ids(self) -> list[int]:
+        return list(self._replicas)
+
+    def items(self) -> list[tuple[int, tuple[int, ...]]]:
+        return list(self._replicas.items())
+
+    def loads(self) -> dict[int, int]:
+        """Replicas per node, for the nodes that hold any."""
+        counts: dict[int, int] = {}
+        for nodes in self._replicas.values():
+            for node in nodes:
+                counts[node] = counts.get(node, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def shards_of(self, node_id: int) -> list[int]:
+        return [shard for shard, nodes in self._replicas.items() if node_id in nodes]
+
+    def __contains__(self, shard_id: object) -> bool:
+        return shard_id in self._replicas
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Placement) and self._replicas == other._replicas
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._replicas.items()))
+
+    def __repr__(self) -> str:
+        return f"Placement(shards={len(self)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"replicas": [[shard, list(nodes)] for shard, nodes in self._replicas.items()]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Placement:
+        rows = data.get("replicas")
+        if not isinstance(rows, list) or len(rows) > shards_max:
+            raise PlacementError("placement replicas must be a bounded list")
+        replicas: dict[int, tuple[int, ...]] = {}
+        for row in rows:
+            if not (isinstance(row, list | tuple) and len(row) == 2 and isinstance(row[1], list)):
+                raise PlacementError("placement rows are [shard, [nodes]]")
+            shard, nodes = row
+            if not _is_id(shard) or not all(_is_id(n) for n in nodes) or shard in replicas:
+                raise PlacementError(f"malformed placement row {row!r}")
+            if len(nodes) > replicas_max or len(set(nodes)) != len(nodes):
+                raise PlacementError(f"shard {shard}: replicas must be distinct and few")
+            replicas[shard] = tuple(nodes)
+        return cls(replicas)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlacementSummary:
+    """Load and diversity figures of one placement."""
+
+    nodes: int
+    shards: int
+    replicas_total: int
+    load_mean: float
+    load_max: int
+    load_min: int
+    max_over_mean: float
+    dc_violations: int
+
+
+def place(
+    nodes: Sequence[PlacementNode],
+    shard_ids: Sequence[int],
+    *,
+    replicas: int = replicas_default,
+    epsilon: float = epsilon_default,
+    previous: Placement | None = None,
+) -> Placement:
+    """Place `replicas` replicas of every shard on the given (active) nodes."""
+    return place_with_statistics(
+        nodes, shard_ids, replicas=replicas, epsilon=epsilon, previous=previous
+    )[0]
+
+
+def place_with_statistics(
+    nodes: Sequence[PlacementNode],
+    shard_ids: Sequence[int],
+    *,
+    replicas: int = replicas_default,
+    epsilon: float = epsilon_default,
+    previous: Placement | None = None,
+) -> tuple[Placement, dict[str, int]]:
+    """`place`, plus counters of what each pass did."""
+    planner = _Planner(nodes, shard_ids, replicas, epsilon)
+    planner.keep(previous)
+    planner.shed()
+    planner.fill()
+    planner.steal()
+    return planner.result(), dict(planner.counters)
+
+
+def plan_moves(old: Placement, new: Placement) -> list[Move]:
+    """The replica moves that turn `old` into `new`, sorted by shard.
+
+    Within a shard, dropped and added replicas pair up in slot order (which
+    `place` preserves), so each pair is one move from one node to another.
+    """
+    moves: list[Move] = []
+    for shard in sorted(set(old.shard_ids()) | set(new.shard_ids())):
+        before = old.replicas(shard) if shard in old else ()
+        after = new.replicas(shard) if shard in new else ()
+        dropped = [node for node in before if node not in after]
+        added = [node for node in after if node not in before]
+        for index in range(max(len(dropped), len(added))):
+            moves.append(
+                Move(
+                    shard_id=shard,
+                    from_node=dropped[index] if index < len(dropped) else None,
+                    to_node=added[index] if index < len(added) else None,
+                )
+            )
+    return moves
+
+
+def dc_violations(placement: Placement, nodes: Sequence[PlacementNode], replicas: int) -> int:
+    """Shards whose replicas span fewer DCs than min(replicas, DCs available)."""
+    dc_of = {node.node_id: node.dc for node in nodes}
+    wanted = min(replicas, len(nodes), len(set(dc_of.values())))
+    return sum(
+        1
+        for _, holders in placement.items()
+        if len({dc_of[node] for node in holders if node in dc_of}) < wanted
+    )
+
+
+def summarize(
+    placement: Placement, nodes: Sequence[PlacementNode], replicas: int
+) -> PlacementSummary:
+    """Load spread (over every given node, empty ones included) and DC violations."""
+    loads = placement.loads()
+    per_node = [loads.get(node.node_id, 0) for node in nodes]
+    total = sum(per_node)
+    assert total == sum(len(holders) for _, holders in placement.items())
+    mean = total / len(per_node) if per_node else 0.0
+    return PlacementSummary(
+        nodes=len(nodes),
+        shards=len(placement),
+        replicas_total=total,
+        load_mean=mean,
+        load_max=max(per_node, default=0),
+        load_min=min(per_node, default=0),
+        max_over_mean=max(per_node, default=0) / mean if mean else 0.0,
+        dc_violations=dc_violations(placement, nodes, replicas),
+    )
+
+
+def fair_shares(nodes: Sequence[PlacementNode], shard_count: int, width: int) -> dict[int, Fraction]:
+    """Each node's fair share of the shard_count * width replicas.
+
+    Proportional to weight, except that no node can hold more than one replica
+    per shard: a node whose weighted share would exceed `shard_count` is held
+    at `shard_count` and the rest is shared among the others (water-filling).
+    """
+    assert 1 <= width <= len(nodes)
+    total = shard_count * width
+    full: set[int] = set()
+    while True:
+        free_weight = sum(node.weight for node in nodes if node.node_id not in full)
+        scale = Fraction(total - shard_count * len(full), free_weight)
+        newly_full = {
+            node.node_id
+            for node in nodes
+            if node.node_id not in full and scale * node.weight >= shard_count
+        }
+        if not newly_full:
+            break
+        full |= newly_full
+        assert len(full) < len(nodes) or total == shard_count * len(nodes)
+        if len(full) == len(nodes):
+            break
+    shares = {
+        node.node_id: Fraction(shard_count) if node.node_id in full else scale * node.weight
+        for node in nodes
+    }
+    assert sum(shares.values()) == total
+    return shares
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < ID_LIMIT
+
+
+class _Planner:
+    """The mutable working state of one `place` call."""
+
+    def __init__(
+        self, nodes: Sequence[PlacementNode], shard_ids: Sequence[int], replicas: int, epsilon: float
+    ) -> None:
+        _check_inputs(nodes, shard_ids, replicas, epsilon)
+        self.nodes = sorted(nodes, key=lambda node: node.node_id)
+        self.node_ids = [node.node_id for node in self.nodes]
+        self.by_id = {node.node_id: node for node in self.nodes}
+        self.shards = sorted(shard_ids)
+        self.width = min(replicas, len(self.nodes))
+        self.dc_quota = min(self.width, len({node.dc for node in self.nodes}))
+        self.score = _scorer(self.nodes)
+        self.slots: dict[int, list[int | None]] = {}
+        self.load = dict.fromkeys(self.node_ids, 0)
+        self.held: dict[int, set[int]] = {node: set() for node in self.node_ids}
+        self.evicted: dict[tuple[int, int], int] = {}
+        """(shard, slot) -> the node the keep pass took out of that slot."""
+        self.counters = dict.fromkeys(
+            ["kept", "dropped", "shed", "filled", "stolen", "swapped", "cap_overflows"], 0
+        )
+        self._ranked: dict[int, list[int]] = {}
+        slack = Fraction(epsilon).limit_denominator(1_000_000)
+        shard_count = len(self.shards)
+        self.cap, self.tight, self.lower, self.target = {}, {}, {}, {}
+        for node_id, fair in fair_shares(self.nodes, shard_count, self.width).items():
+            self.cap[node_id] = min(shard_count, math.ceil((1 + slack) * fair))
+            self.tight[node_id] = min(shard_count, math.ceil(fair))
+            self.lower[node_id] = max(0, math.floor((1 - slack) * fair))
+            self.target[node_id] = math.floor(fair)
+        assert sum(self.cap.values()) >= shard_count * self.width
+
+    def ranked(self, shard: int) -> list[int]:
+        """Nodes in the shard's rendezvous order, best first (cached)."""
+        order = self._ranked.get(shard)
+        if order is None:
+            score = self.score
+            order = sorted(self.node_ids, key=lambda node: score(shard, node), reverse=True)
+            self._ranked[shard] = order
+        return order
+
+    def keep(self, previous: Placement | None) -> None:
+        """Pass 1: keep previous replicas on active nodes, within the DC rule."""
+        duplicates_allowed = self.width - self.dc_quota
+        for shard in self.shards:
+            before = previous.replicas(shard) if previous is not None and shard in previous else ()
+            slots: list[int | None] = []
+            seen_dcs: set[str] = set()
+            duplicates = 0
+            for node in before:
+                if len(slots) == self.width:
+                    self.counters["dropped"] += 1
+                    continue
+                keep = node in self.by_id
+                if keep and self.by_id[node].dc in seen_dcs:
+                    keep = duplicates < duplicates_allowed
+                    duplicates += keep
+                if keep:
+                    seen_dcs.add(self.by_id[node].dc)
+                    self.counters["kept"] += 1
+                else:
+                    self.counters["dropped"] += 1
+                    self.evicted[(shard, len(slots))] = node
+                slots.append(None)
+                if keep:
+                    self._assign(shard, slots, len(slots) - 1, node)
+            slots += [None] * (self.width - len(slots))
+            self.slots[shard] = slots
+
+    def _assign(self, shard: int, slots: list[int | None], index: int, node: int) -> None:
+        assert slots[index] is None
+        assert shard not in self.held[node]
+        slots[index] = node
+        self.held[node].add(shard)
+        self.load[node] += 1
+
+    def _vacate(self, shard: int, slots: list[int | None], node: int) -> int:
+        index = slots.index(node)
+        slots[index] = None
+        self.held[node].remove(shard)
+        self.load[node] -= 1
+        return index
+
+    def shed(self) -> None:
+        """Pass 2: a node above its cap gives up the replicas it ranks lowest."""
+        for node in self.node_ids:
+            excess = self.load[node] - self.cap[node]
+            if excess <= 0:
+                continue
+            # Lowest-ranked first, but spare shards that already lost a replica.
+            worst_first = sorted(
+                self.held[node],
+                key=lambda shard: (None in self.slots[shard], self.score(shard, node)),
+            )
+            for shard in worst_first[:excess]:
+                self._vacate(shard, self.slots[shard], node)
+                self.counters["shed"] += 1
+            assert self.load[node] == self.cap[node]
+
+    def fill(self) -> None:
+        """Pass 3: bounded-load consistent hashing for every empty slot."""
+        for shard in self.shards:
+            slots = self.slots[shard]
+            for index, node in enumerate(slots):
+                if node is None:
+                    evicted = self.evicted.get((shard, index))
+                    self._assign(shard, slots, index, self._choose(shard, slots, evicted))
+                    self.counters["filled"] += 1
+
+    def _choose(self, shard: int, slots: list[int | None], evicted: int | None) -> int:
+        holders = [node for node in slots if node is not None]
+        used_dcs = {self.by_id[node].dc for node in holders}
+        used_zones = {(self.by_id[node].dc, self.by_id[node].zone) for node in holders}
+        need_new_dc = len(used_dcs) < self.dc_quota
+        best, best_level = -1, _LEVEL_SAME_DC * 2
+        load, cap, tight = self.load, self.cap, self.tight
+        for node in self.ranked(shard):
+            if load[node] >= cap[node] or node in holders:
+                continue
+            info = self.by_id[node]
+            level = _LEVEL_SAME_DC if need_new_dc and info.dc in used_dcs else 0
+            if (info.dc, info.zone) in used_zones:
+                level += _LEVEL_SAME_ZONE
+            if load[node] >= tight[node]:
+                level += _LEVEL_ABOVE_TIGHT
+            if level < best_level:
+                best, best_level = node, level
+                if level == 0:
+                    break
+        if evicted is not None and evicted in self.by_id and evicted not in holders:
+            # The keep pass took this node out (DC rule); if nothing spreads
+            # the shard better, put it back rather than move the replica.
+            info = self.by_id[evicted]
+            level = _LEVEL_SAME_DC if need_new_dc and info.dc in used_dcs else 0
+            level += _LEVEL_SAME_ZONE if (info.dc, info.zone) in used_zones else 0
+            if load[evicted] < cap[evicted] and level <= best_level & ~_LEVEL_ABOVE_TIGHT:
+                return evicted
+        if best < 0 or best_level >= _LEVEL_SAME_DC:
+            freed = self._make_room(shard, holders, used_dcs if need_new_dc else set(), True)
+            if freed < 0 and best < 0:
+                freed = self._make_room(shard, holders, set(), False)
+            best = freed if freed >= 0 else best
+        if best < 0:
+            # No swap frees a node either (tiny clusters): overflow the bound
+            # onto the least loaded node.
+            self.counters["cap_overflows"] += 1
+            spare = [node for node in self.node_ids if node not in holders]
+            assert spare, f"shard {shard}: no node left to hold a replica"
+            best = min(spare, key=lambda node: (load[node] * 1.0 / self.by_id[node].weight, node))
+        return best
+
+    def _make_room(self, shard: int, holders: list[int], avoid_dcs: set[str], strict: bool) -> int:
+        """No acceptable node is below cap: free one along an augmenting path.
+
+        Breadth-first from the non-holders of `shard` (outside `avoid_dcs`):
+        node x may pass one of its shards t to a node y that does not hold t
+        (if `strict`, only when t keeps its DC and zone spread); the first y
+        below cap ends the path, every hand-over along it is applied, and the
+        path's first node has room for `shard`. Returns it, or -1. Without
+        `strict` a path exists whenever the caps admit any placement.
+        """
+        starts = [x for x in self.ranked(shard) if x not in holders]
+        starts = [x for x in starts if self.by_id[x].dc not in avoid_dcs]
+        parent: dict[int, tuple[int, int] | None] = dict.fromkeys(starts)
+        queue = deque(starts)
+        while queue:
+            x = queue.popleft()
+            for other in sorted(self.held[x]):
+                other_slots = self.slots[other]
+                for y in self.node_ids:
+                    if y in parent or y in other_slots:
+                        continue
+                    if strict and not self._keeps_diversity(other_slots, x, y):
+                        continue
+                    parent[y] = (x, other)
+                    if self.load[y] < self.cap[y]:
+                        return self._augment(parent, y)
+                    queue.append(y)
+        return -1
+
+    def _augment(self, parent: dict[int, tuple[int, int] | None], end: int) -> int:
+        node = end
+        step = parent[node]
+        while step is not None:
+            previous, moved = step
+            slots = self.slots[moved]
+            self._assign(moved, slots, self._vacate(moved, slots, previous), node)
+            self.counters["swapped"] += 1
+            node, step = previous, parent[previous]
+        return node
+
+    def _keeps_diversity(self, slots: list[int | None], holder: int, taker: int) -> bool:
+        before_dcs, before_zones = self._diversity(slots)
+        after_dcs, after_zones = self._diversity([taker if n == holder else n for n in slots])
+        return after_dcs >= before_dcs and after_zones >= before_zones
+
+    def steal(self) -> None:
+        """Pass 4: nodes far below their share take replicas from busier holders."""
+        for node in self.node_ids:
+            if self.load[node] >= self.lower[node]:
+                continue
+            mine = sorted(self.shards, key=lambda shard: self.score(shard, node), reverse=True)
+            for shard in mine:
+                if self.load[node] >= self.target[node]:
+                    break
+                slots = self.slots[shard]
+                if node in slots:
+                    continue
+                donor = self._donor(shard, slots, node)
+                if donor is not None:
+                    self._assign(shard, slots, self._vacate(shard, slots, donor), node)
+                    self.counters["stolen"] += 1
+
+    def _donor(self, shard: int, slots: list[int | None], taker: int) -> int | None:
+        """The busiest holder that can hand `taker` its replica without loss."""
+        taker_weight = self.by_id[taker].weight
+        best: int | None = None
+        for holder in slots:
+            assert holder is not None
+            holder_weight = self.by_id[holder].weight
+            if self.load[holder] <= self.lower[holder]:
+                continue  # never push a donor below its own lower bound
+            if (self.load[holder] - 1) * taker_weight < (self.load[taker] + 1) * holder_weight:
+                continue
+            if not self._keeps_diversity(slots, holder, taker):
+                continue
+            if best is None or self._busier(holder, best, shard):
+                best = holder
+        return best
+
+    def _busier(self, candidate: int, incumbent: int, shard: int) -> bool:
+        """Higher load per weight; ties go to the node that ranks the shard lower."""
+        left = self.load[candidate] * self.by_id[incumbent].weight
+        right = self.load[incumbent] * self.by_id[candidate].weight
+        if left != right:
+            return left > right
+        return self.score(shard, candidate) < self.score(shard, incumbent)
+
+    def _diversity(self, slots: Sequence[int | None]) -> tuple[int, int]:
+        infos = [self.by_id[node] for node in slots if node is not None]
+        return len({info.dc for info in infos}), len({(info.dc, info.zone) for info in infos})
+
+    def result(self) -> Placement:
+        replicas: dict[int, tuple[int, ...]] = {}
+        for shard in self.shards:
+            slots = self.slots[shard]
+            assert all(node is not None for node in slots), f"shard {shard} has an empty slot"
+            replicas[shard] = tuple(node for node in slots if node is not None)
+            assert len(replicas[shard]) == self.width
+        counted = Placement(replicas).loads()
+        assert all(counted.get(node, 0) == self.load[node] for node in self.node_ids)
+        return Placement(replicas)
+
+
+def _scorer(nodes: Sequence[PlacementNode]) -> Callable[[int, int], float]:
+    """Rendezvous score of (shard, node): higher means the shard prefers the node.
+
+    With equal weights the raw 64-bit hash orders nodes exactly as the
+    weighted key w / -ln(u) would, without floating point.
+    """
+    digest = xxhash.xxh3_64_intdigest
+    node_bytes = {node.node_id: node.node_id.to_bytes(8, "little") for node in nodes}
+    if len({node.weight for node in nodes}) <= 1:
+
+        def plain(shard: int, node: int) -> float:
+            return digest(node_bytes[node], seed=shard)
+
+        return plain
+    weight = {node.node_id: node.weight for node in nodes}
+    scale = float(1 << 64) + 1.0
+
+    def weighted(shard: int, node: int) -> float:
+        unit = (digest(node_bytes[node], seed=shard) + 1.0) / scale
+        return weight[node] / -math.log(unit)
+
+    return weighted
+
+
+def _check_inputs(
+    nodes: Sequence[PlacementNode], shard_ids: Sequence[int], replicas: int, epsilon: float
+) -> None:
+    if not nodes:
+        raise PlacementError("placement needs at least one node")
+    if len(nodes) > nodes_max:
+        raise PlacementError(f"{len(nodes)} nodes exceed nodes_max={nodes_max}")
+    if len({node.node_id for node in nodes}) != len(nodes):
+        raise PlacementError("node ids must be distinct")
+    if len(shard_ids) > shards_max or len(set(shard_ids)) != len(shard_ids):
+        raise PlacementError("shard ids must be distinct and at most shards_max")
+    if not all(_is_id(shard) for shard in shard_ids):
+        raise PlacementError("shard ids must lie in [0, 2**63)")
+    if not 1 <= replicas <= replicas_max:
+        raise PlacementError(f"replicas {replicas} outside [1, {replicas_max}]")
+    if not 0.0 < epsilon <= epsilon_max:
+        raise PlacementError(f"epsilon {epsilon} outside (0, {epsilon_max}]")
