@@ -75,13 +75,10 @@ async def run_node(config: NodeConfig) -> int:
 
 
 def _uvloop_usable() -> bool:
-    """uvloop when installed -- unless the client connection code still insists on
-    `asyncio.Transport` instances, which uvloop's transports are not."""
     if os.environ.get("RINGBOLT_EVENT_LOOP", "uvloop") != "uvloop":
         return False
     try:
         import uvloop  # noqa: F401
     except ImportError:
         return False
-    source = Path(__file__).with_name("connection.py").read_text()
-    return "assert isinstance(transport, asyncio.Transport)" not in source
+    return True

@@ -55,7 +55,7 @@ def cluster() -> None:
 def up(nodes: int, data_dir: Path, base_port: int, shards: int, fsync: bool,
        requirepass: str | None) -> None:
     """Start a local cluster of NODES processes in the foreground (Ctrl-C stops it)."""
-    console = Console()
+    console = _console()
     if not ports_free(nodes, base_port):
         raise click.ClickException(
             f"ports in use: the layout for base port {base_port} needs RESP "
@@ -99,6 +99,12 @@ def _watch(local: LocalCluster, console: Console, stopping: Any) -> None:
         time.sleep(0.2)
 
 
+def _console() -> Console:
+    """A console that does not squeeze tables into 80 columns when piped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def _layout_table(local: LocalCluster) -> Table:
     table = Table(title=f"ringbolt cluster: {local.nodes} nodes, {local.shards} shard(s)")
     for column in ("node", "RESP", "peer", "admin", "pid", "data dir", "log"):
@@ -135,7 +141,7 @@ def status(addresses: tuple[str, ...], base_port: int, nodes: int, as_json: bool
     if as_json:
         click.echo(json.dumps(statuses, indent=2, sort_keys=True))
     elif statuses:
-        Console().print(_status_table(statuses))
+        _console().print(_status_table(statuses))
     for line in errors:
         click.echo(line, err=True)
     if errors:

@@ -60,6 +60,9 @@ reconnect_backoff_initial_s = 0.05
 reconnect_backoff_max_s = 2.0
 """Bounded exponential backoff (with jitter) for re-dialling a peer."""
 
+scan_cursors_max = 4_096
+"""SCAN cursors a node remembers (oldest forgotten first)."""
+
 shards_max = 1_024
 peers_max = 64
 

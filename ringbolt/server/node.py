@@ -46,6 +46,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ringbolt import limits as project
 from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_message
 from ringbolt.consensus.raft import Raft, RaftConfig
 from ringbolt.consensus.types import NotLeader, PersistentState, Role, Snapshot
@@ -104,6 +105,8 @@ class Node:
                                    self, random.Random(self.rng.random()))
         self.forwards: dict[int, tuple[asyncio.Future[Result], float, int]] = {}
         self._request_ids = itertools.count(1)
+        self._scan_cursors: dict[int, tuple[int, bytes]] = {}
+        self._scan_ids = itertools.count(1)
         self._work = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -154,7 +157,10 @@ class Node:
             (data_dir / "wal").mkdir(exist_ok=True)
             (data_dir / "state").mkdir(exist_ok=True)
             self._wal = WriteAheadLog.open(str(data_dir / "wal"))
-            self._store = StateMachineStore.open(str(data_dir / "state"))
+            # the value limit a replica applies must be the same on every node:
+            # per-node `limits.value_bytes_max` is enforced at the client door
+            self._store = StateMachineStore.open(str(data_dir / "state"),
+                                                 value_bytes_max=project.value_bytes_ceiling)
             recovered = self._wal.recovered()
         except (StorageError, OSError) as error:
             if self._wal is not None:
@@ -170,13 +176,20 @@ class Node:
                                               clock=time.monotonic)
 
     def _restored(self, state: PersistentState | None, group_id: int) -> PersistentState | None:
-        """The WAL keeps snapshot metadata only; the image is the store's current
-        state (which carries its own applied index, at or past the metadata's)."""
+        """The WAL keeps snapshot metadata only; the image comes from the store
+        when the store is exactly at the snapshot's index. When it is ahead, the
+        core gets an empty placeholder that the replica replaces with a fresh
+        image as soon as the core has re-delivered the entries in between (a
+        follower asking for a snapshot in that short window fails to install
+        it and asks again)."""
         if state is None or state.snapshot is None:
             return state
-        data = self._store.snapshot_bytes(storage_id(group_id))
+        meta = state.snapshot.meta
+        store_id = storage_id(group_id)
+        data = (self._store.snapshot_bytes(store_id)
+                if self._store.applied_index(store_id) == meta.index else b"")
         return PersistentState(hard_state=state.hard_state, entries=state.entries,
-                               snapshot=Snapshot(meta=state.snapshot.meta, data=data))
+                               snapshot=Snapshot(meta=meta, data=data))
 
     async def _bind(self) -> None:
         from ringbolt.server.admin import start_admin
@@ -275,11 +288,16 @@ class Node:
             self.batch_sizes.append(appended)
             del self.batch_sizes[:-1000]
             self.stats["round_entries_max"] = max(self.stats["round_entries_max"], appended)
+        syncing: asyncio.Future[None] | None = None
         if must_sync:
             if self.config.fsync:
-                await self._sync()
+                syncing = asyncio.ensure_future(self._sync())
             elif self._background_sync is None or self._background_sync.done():
                 self._background_sync = asyncio.ensure_future(self._sync())
+        for replica, ready in readies:
+            replica.apply(ready, durable_only=True)  # while the WAL syncs
+        if syncing is not None:
+            await syncing
         for replica, ready in readies:
             for message in ready.messages:
                 self._send(replica.group_id, message)
@@ -400,20 +418,31 @@ class Node:
         return future
 
     async def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
-        """Local (stale) scan. Cursor = inner_cursor * shards + shard position."""
-        shards = len(self.group_ids)
-        position, inner = cursor % shards, cursor // shards
-        if cursor < 0 or position >= shards:
-            return 0, []
-        next_inner, keys = self._store.scan(self.group_ids[position], inner, count)
-        if next_inner:
-            return next_inner * shards + position, keys
-        if position + 1 < shards:
-            return position + 1, keys
-        return 0, keys
+        """Local (stale) scan over every shard. The store's cursors are byte
+        strings; clients get small integers naming (shard, store cursor) in a
+        bounded table (an evicted or unknown cursor restarts nothing: it is
+        an error)."""
+        if cursor == 0:
+            position, inner = 0, b""
+        else:
+            found = self._scan_cursors.pop(cursor, None)
+            if found is None:
+                raise ServiceError("invalid cursor")
+            position, inner = found
+        count = max(1, min(count, 10_000))
+        next_inner, keys = self._store.scan(storage_id(self.group_ids[position]), inner, count)
+        if not next_inner:
+            position, next_inner = position + 1, b""
+            if position == len(self.group_ids):
+                return 0, keys
+        cursor_id = next(self._scan_ids)
+        self._scan_cursors[cursor_id] = (position, next_inner)
+        while len(self._scan_cursors) > limits.scan_cursors_max:
+            self._scan_cursors.pop(next(iter(self._scan_cursors)))
+        return cursor_id, keys
 
     async def dbsize(self) -> int:
-        return sum(self._store.count(g) for g in self.group_ids)
+        return sum(self._store.count(storage_id(g)) for g in self.group_ids)
 
     def info(self) -> dict[str, dict[str, object]]:
         leaders = sum(1 for r in self.replicas.values() if r.role is Role.LEADER)

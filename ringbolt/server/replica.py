@@ -22,15 +22,22 @@ overwrote it) and the future fails with a definite "not committed, retry".
 Proposals and reads that have not completed within `forward_timeout_s` fail
 with `Unavailable`; for writes the message says the outcome is unknown.
 
-Every `compact_every_entries` applied entries the replica takes a snapshot of
-its group from the store and hands it to the core (`core.compact`), after which
-the WAL may drop the covered entries.
+Compaction has two halves. Every max(`compact_every_entries`, keys in the
+group) applied entries the replica hands the core a snapshot image from the
+store (`core.compact`), which bounds the in-memory log. When the log is
+quiet (nothing appended past the applied index) and `compact_every_entries`
+were applied since the last time, it fsyncs the store and records snapshot
+metadata + checkpoint in the WAL, which may then delete old segments. After a
+restart the store may be ahead of the WAL's snapshot: the core re-delivers the
+entries in between, the replica skips them (the store has them), and then
+replaces the restored snapshot with a fresh image.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,6 +50,7 @@ from ringbolt.consensus.types import (
     ProposalDropped,
     Ready,
     Role,
+    SnapshotMeta,
     Status,
 )
 from ringbolt.kv.machine import Result
@@ -50,6 +58,7 @@ from ringbolt.server import limits
 from ringbolt.server.service import Busy, ServiceError, Unavailable
 
 ReadValue = tuple[bytes, int] | None
+log = logging.getLogger("ringbolt.replica")
 
 
 def storage_id(group_id: int) -> int:
@@ -84,6 +93,10 @@ class GroupStore(Protocol):
 
     def snapshot_bytes(self, group_id: int) -> bytes: ...
 
+    def checkpoint(self, group_id: int) -> tuple[int, int]: ...
+
+    def count(self, group_id: int) -> int: ...
+
     def install_snapshot(self, group_id: int, snapshot: Any) -> None: ...
 
 
@@ -113,7 +126,13 @@ class Replica:
         self.clock = clock
         self.compact_every_entries = compact_every_entries
         self.applied = store.applied_index(self.storage_id)
-        self.compacted = self.applied
+        status = core.status()
+        self.compacted = status.applied
+        """Index of the core's latest snapshot (log entries up to it are dropped)."""
+        self.checkpointed = status.applied
+        """Index of the latest snapshot metadata + checkpoint written to the WAL."""
+        self.snapshot_stale = self.applied > status.applied
+        """Restored with a snapshot older than the store: replace it once caught up."""
         self.proposals: dict[int, _Proposal] = {}
         self.read_batch: list[tuple[bytes, asyncio.Future[ReadValue]]] = []
         self.reads_waiting: dict[bytes, _ReadBatch] = {}
@@ -186,6 +205,9 @@ class Replica:
         if ready.soft_state is not None:
             if ready.soft_state.leader != self.leader:
                 self.stats["leader_changes"] += 1
+                log.info("shard %d: leader is now %s (term %d, this node %s)", self.group_id,
+                         ready.soft_state.leader or "unknown", ready.soft_state.term,
+                         ready.soft_state.role.name.lower())
             self.leader = ready.soft_state.leader
             self.role = ready.soft_state.role
             self.term = ready.soft_state.term
@@ -198,16 +220,27 @@ class Replica:
             assert snapshot.meta.index > self.applied, "a snapshot must move the group forward"
             self.store.install_snapshot(self.storage_id, snapshot)
             self.applied = max(snapshot.meta.index, self.store.applied_index(self.storage_id))
-            self.compacted = snapshot.meta.index
+            self.compacted = self.checkpointed = snapshot.meta.index
             self.stats["snapshots_installed"] += 1
             self._fail_covered(snapshot.meta.index)
         if ready.entries or ready.hard_state is not None or snapshot is not None:
             self.log.append(self.storage_id, entries=ready.entries, hard_state=ready.hard_state,
                             snapshot_meta=None if snapshot is None else snapshot.meta)
 
-    def apply(self, ready: Ready) -> None:
-        """Step 3: apply committed entries (one store transaction), answer futures."""
+    def apply(self, ready: Ready, *, durable_only: bool = False) -> None:
+        """Step 3: apply committed entries (one store transaction), answer futures.
+
+        With `durable_only`, apply only the committed entries persisted by an
+        EARLIER round (those below this Ready's first new entry): the node does
+        that while the WAL sync of this round runs, so a commit does not wait
+        for an unrelated fsync before the client hears about it."""
         entries = [e for e in ready.committed_entries if e.index > self.applied]
+        if durable_only:
+            if ready.snapshot is not None:
+                return
+            if ready.entries:
+                first_new = ready.entries[0].index
+                entries = [e for e in entries if e.index < first_new]
         if entries:
             assert entries[0].index == self.applied + 1, "committed entries must be contiguous"
             results = self.store.apply(self.storage_id, entries)
@@ -217,6 +250,8 @@ class Replica:
             self.stats["apply_batches"] += 1
             for entry, result in zip(entries, results, strict=True):
                 self._complete(entry, result)
+        if durable_only:
+            return
         for state in ready.read_states:
             batch = self.reads_waiting.pop(state.context, None)
             if batch is not None:
@@ -228,8 +263,16 @@ class Replica:
     def advance(self, ready: Ready) -> None:
         """Step 4; then compact if due (the core compacts only what it knows is applied)."""
         self.core.advance(ready)
-        if self.applied - self.compacted >= self.compact_every_entries:
+        status = self.core.status()
+        if status.applied < self.applied:
+            return  # still replaying entries the store had applied before a restart
+        keys = self.store.count(self.storage_id)
+        if self.snapshot_stale or self.applied - self.compacted >= max(
+                self.compact_every_entries, keys):
             self._compact()
+        if (status.last_index == self.applied
+                and self.applied - self.checkpointed >= self.compact_every_entries):
+            self._checkpoint(status)
 
     def _complete(self, entry: Entry, result: Result) -> None:
         proposal = self.proposals.pop(entry.index, None)
@@ -254,11 +297,26 @@ class Replica:
         self.reads_indexed = waiting
 
     def _compact(self) -> None:
-        data = self.store.snapshot_bytes(self.storage_id)
-        self.core.compact(self.applied, data)
-        self.log.compact(self.storage_id, self.applied)
+        """Hand the core a snapshot at the applied index so it can drop its log
+        prefix (and send the image to a follower that fell behind it). The
+        interval grows with the group's size (`max(compact_every_entries,
+        keys)`), keeping the cost of serializing the image O(1) per entry."""
+        self.core.compact(self.applied, self.store.snapshot_bytes(self.storage_id))
         self.compacted = self.applied
+        self.snapshot_stale = False
         self.stats["snapshots_taken"] += 1
+
+    def _checkpoint(self, status: Status) -> None:
+        """Let the WAL delete old segments: fsync the store, then record the
+        snapshot metadata and the checkpoint (both made durable by the next
+        round's WAL sync). Done only when the log holds nothing past the applied
+        index: the WAL treats snapshot metadata as its group's new last index."""
+        index, term = self.store.checkpoint(self.storage_id)
+        assert index == self.applied, "the store and the replica disagree on applied"
+        meta = SnapshotMeta(index=index, term=term, conf=status.conf)
+        self.log.append(self.storage_id, entries=[], hard_state=None, snapshot_meta=meta)
+        self.log.compact(self.storage_id, index)
+        self.checkpointed = index
 
     def _fail_covered(self, index: int) -> None:
         """A snapshot replaced the log up to `index`: proposals there are unknown."""
