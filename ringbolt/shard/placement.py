@@ -272,7 +272,9 @@ def summarize(
     )
 
 
-def fair_shares(nodes: Sequence[PlacementNode], shard_count: int, width: int) -> dict[int, Fraction]:
+def fair_shares(
+    nodes: Sequence[PlacementNode], shard_count: int, width: int
+) -> dict[int, Fraction]:
     """Each node's fair share of the shard_count * width replicas.
 
     Proportional to weight, except that no node can hold more than one replica
@@ -312,7 +314,11 @@ class _Planner:
     """The mutable working state of one `place` call."""
 
     def __init__(
-        self, nodes: Sequence[PlacementNode], shard_ids: Sequence[int], replicas: int, epsilon: float
+        self,
+        nodes: Sequence[PlacementNode],
+        shard_ids: Sequence[int],
+        replicas: int,
+        epsilon: float,
     ) -> None:
         _check_inputs(nodes, shard_ids, replicas, epsilon)
         self.nodes = sorted(nodes, key=lambda node: node.node_id)

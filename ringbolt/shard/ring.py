@@ -101,7 +101,9 @@ class Ring:
         """All ranges in hash order."""
         return [
             ShardRange(shard_id=shard_id, start=start, end=self._end(index))
-            for index, (start, shard_id) in enumerate(zip(self._starts, self._shard_ids, strict=True))
+            for index, (start, shard_id) in enumerate(
+                zip(self._starts, self._shard_ids, strict=True)
+            )
         ]
 
     def shard_ids(self) -> list[int]:

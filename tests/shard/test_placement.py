@@ -48,7 +48,9 @@ def make_nodes(count: int, dcs: int, weights: list[int] | None = None) -> list[P
 def configs(draw: st.DrawFn, balanced_dcs: bool = False, weighted: bool = False) -> Config:
     dcs = draw(st.integers(1, 4))
     count = dcs * draw(st.integers(1, 4)) if balanced_dcs else draw(st.integers(1, 12))
-    weights = draw(st.lists(st.integers(1, 3), min_size=count, max_size=count)) if weighted else None
+    weights = (
+        draw(st.lists(st.integers(1, 3), min_size=count, max_size=count)) if weighted else None
+    )
     shards = draw(st.lists(st.integers(0, 5_000), min_size=1, max_size=150, unique=True))
     return Config(
         nodes=make_nodes(count, dcs, weights),
@@ -161,8 +163,10 @@ def test_removal_moves_only_the_removed_nodes_replicas(config: Config, data: st.
         assert len(moves) == before.loads().get(gone.node_id, 0)
     else:
         # Every node held every shard: the removed node's replicas are dropped.
-        assert all(move == Move(shard_id=move.shard_id, from_node=gone.node_id, to_node=None)
-                   for move in moves)
+        assert all(
+            move == Move(shard_id=move.shard_id, from_node=gone.node_id, to_node=None)
+            for move in moves
+        )
     assert as_sets(apply_moves(before, moves)) == as_sets(after)
 
 
@@ -194,9 +198,7 @@ def test_placement_is_deterministic_and_stable(config: Config, shuffle: object) 
     shuffle.shuffle(nodes)  # type: ignore[attr-defined]
     shuffle.shuffle(shards)  # type: ignore[attr-defined]
     assert place(nodes, shards, replicas=config.replicas, epsilon=config.epsilon) == first
-    again = place(
-        nodes, shards, replicas=config.replicas, epsilon=config.epsilon, previous=first
-    )
+    again = place(nodes, shards, replicas=config.replicas, epsilon=config.epsilon, previous=first)
     before_violations = dc_violations(first, config.nodes, config.replicas)
     if before_violations == 0:
         assert plan_moves(first, again) == []
@@ -265,8 +267,13 @@ def test_plan_moves_reports_added_and_dropped_replicas() -> None:
 def test_placement_serialization_round_trips_and_rejects_garbage() -> None:
     placement = place(make_nodes(5, 2), list(range(20)))
     assert Placement.from_dict(placement.to_dict()) == placement
-    for bad in [{"replicas": 5}, {"replicas": [[1, [2, 2]]]}, {"replicas": [[1, [2]], [1, [3]]]},
-                {"replicas": [["x", [2]]]}, {"replicas": [[1]]}]:
+    for bad in [
+        {"replicas": 5},
+        {"replicas": [[1, [2, 2]]]},
+        {"replicas": [[1, [2]], [1, [3]]]},
+        {"replicas": [["x", [2]]]},
+        {"replicas": [[1]]},
+    ]:
         with pytest.raises(PlacementError):
             Placement.from_dict(bad)
 

@@ -86,7 +86,9 @@ def test_merge_is_the_inverse_of_split(shard_ids: list[int], data: st.DataObject
 
 @settings(max_examples=40, deadline=None)
 @given(shard_id_lists, st.data())
-def test_repeated_splits_and_merges_keep_a_tiling(shard_ids: list[int], data: st.DataObject) -> None:
+def test_repeated_splits_and_merges_keep_a_tiling(
+    shard_ids: list[int], data: st.DataObject
+) -> None:
     ring = Ring.uniform(shard_ids)
     next_id = max(shard_ids) + 1
     for _ in range(data.draw(st.integers(1, 12))):
@@ -100,7 +102,9 @@ def test_repeated_splits_and_merges_keep_a_tiling(shard_ids: list[int], data: st
         ranges = ring.ranges()
         assert ranges[0].start == 0
         assert ranges[-1].end == HASH_SPACE
-        assert all(a.end == b.start and a.width > 0 for a, b in zip(ranges, ranges[1:], strict=False))
+        assert all(
+            a.end == b.start and a.width > 0 for a, b in zip(ranges, ranges[1:], strict=False)
+        )
     assert Ring.from_dict(ring.to_dict()) == ring
 
 
