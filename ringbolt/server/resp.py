@@ -159,7 +159,16 @@ class RequestParser:
         buffer = self._buffer
         position = self._position
         end = len(buffer)
-        while len(found) < limit:
+        found_count = len(found)
+        while found_count < limit:
+            if self._remaining == 0 and position < end and buffer[position] == _STAR:
+                complete = self._scan_complete(buffer, position)
+                if complete is not None:
+                    found.append(complete[0])
+                    found_count += 1
+                    position = complete[1]
+                    continue
+            # The careful, incremental path: partial input, errors, inline.
             if self._remaining == 0:
                 if position >= end:
                     break
@@ -167,6 +176,7 @@ class RequestParser:
                     next_position = self._read_array_header(buffer, position)
                 else:
                     next_position = self._read_inline(buffer, position, found)
+                    found_count = len(found)
                 if next_position < 0:
                     break
                 position = next_position
@@ -176,9 +186,51 @@ class RequestParser:
             if self._remaining > 0:
                 break
             found.append(self._arguments)
+            found_count += 1
             self._arguments = []
             self._request_bytes = 0
         self._position = position
+
+    def _scan_complete(self, buffer: bytes, position: int) -> tuple[list[bytes], int] | None:
+        """The hot path: one whole, well-formed array request starting at
+        `position`, or None to let the incremental path handle (or reject) it.
+        Accepts exactly what the incremental path accepts."""
+        find = buffer.find
+        line_end = find(_CRLF, position)
+        if line_end < 0:
+            return None
+        text = buffer[position + 1:line_end]
+        if not text.isdigit() or len(text) > 10:
+            return None
+        count = int(text)
+        limits = self._limits
+        if count == 0 or count > limits.array_items_max:
+            return None
+        bulk_max, request_max = limits.bulk_bytes_max, limits.request_bytes_max
+        end = len(buffer)
+        arguments: list[bytes] = []
+        cursor = line_end + 2
+        total = 0
+        for _ in range(count):
+            if cursor >= end or buffer[cursor] != _DOLLAR:
+                return None
+            line_end = find(_CRLF, cursor)
+            if line_end < 0:
+                return None
+            text = buffer[cursor + 1:line_end]
+            if not text.isdigit() or len(text) > 11:
+                return None
+            size = int(text)
+            total += size
+            start = line_end + 2
+            stop = start + size
+            if size > bulk_max or total > request_max or stop + 2 > end:
+                return None
+            if buffer[stop:stop + 2] != _CRLF:
+                return None
+            arguments.append(buffer[start:stop])
+            cursor = stop + 2
+        return arguments, cursor
 
     def _read_array_header(self, buffer: bytes, position: int) -> int:
         line_end = buffer.find(_CRLF, position)

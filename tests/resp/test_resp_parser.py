@@ -235,3 +235,32 @@ def expected_resp2(value: object) -> object:
 def test_encoder_round_trips_through_hiredis(value: object) -> None:
     assert decode(encode_value(value, 3)) == value
     assert decode(encode_value(value, 2)) == expected_resp2(value)
+
+
+def outcome(data: bytes, chunk: int) -> tuple[list[list[bytes]], str | None]:
+    parser = RequestParser(SMALL)
+    found: list[list[bytes]] = []
+    pieces = [data] if chunk == 0 else [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    try:
+        for piece in pieces:
+            parser.feed(piece)
+            found += parser.commands()
+        found += parser.commands()
+    except ProtocolError as error:
+        return found, str(error)
+    return found, None
+
+
+frame_parts = st.one_of(
+    arguments.map(encode_request),
+    st.sampled_from([b"*", b"$", b"\r\n", b"*1\r\n", b"$3\r\n", b"PING\r\n", b"-1", b"99", b":"]),
+    st.binary(max_size=12))
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(frame_parts, max_size=10), chunk=st.integers(1, 9))
+def test_whole_and_chunked_inputs_agree(parts: list[bytes], chunk: int) -> None:
+    """The whole-request fast path and the incremental path accept, return
+    and reject exactly the same things."""
+    data = b"".join(parts)
+    assert outcome(data, chunk) == outcome(data, 0)
