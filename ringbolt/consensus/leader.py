@@ -369,12 +369,10 @@ class LeaderRole:
             return
         snapshot = self.log.snapshot
         assert snapshot is not None
-        if m.reject:
-            pr.snapshot_offset = 0
-        elif m.offset > pr.snapshot_offset:
-            pr.snapshot_offset = m.offset
-        else:
-            return  # a duplicate acknowledgement: the heartbeat path retransmits
+        offset = 0 if m.reject else m.offset
+        if offset == pr.snapshot_offset:
+            return  # a duplicate: that chunk is in flight; heartbeats retransmit it
+        pr.snapshot_offset = offset  # the follower's word wins, even going back
         self._send_chunk(m.sender, pr, snapshot)
 
     # --- ticks ------------------------------------------------------------

@@ -612,9 +612,9 @@ class Raft:
             self._assembly = None
             self._answer_snapshot(m, offset=m.total_bytes, done=True)
             return
-        if m.offset == 0:
-            self._assembly = (meta, bytearray())
         assembly = self._assembly
+        if m.offset == 0 and (assembly is None or assembly[0] != meta):
+            assembly = self._assembly = (meta, bytearray())  # a new transfer
         if assembly is None or assembly[0] != meta or len(assembly[1]) != m.offset:
             have = len(assembly[1]) if assembly is not None and assembly[0] == meta else 0
             self._answer_snapshot(m, offset=have, done=False, reject=have == 0)

@@ -156,3 +156,38 @@ def test_node_without_configuration_never_campaigns() -> None:
     assert raft.role == Role.FOLLOWER
     assert raft.term == 0
     assert not raft.ready().messages
+
+
+def test_mutation_vote_without_log_check_elects_a_stale_candidate() -> None:
+    def stale_candidate_wins(unsafe: frozenset[str]) -> bool:
+        net = Network([1, 2, 3], unsafe=unsafe)
+        net.elect(1)
+        net.isolate(3)
+        net.propose(1, b"committed")
+        net.stabilize()
+        net.heal()
+        net.isolate(1)
+        net.tick(nodes=[2], count=10)  # let node 2's leader lease lapse
+        net.campaign(3)
+        return net.nodes[3].role == Role.LEADER
+
+    assert not stale_candidate_wins(frozenset())
+    assert stale_candidate_wins(frozenset({"vote_without_log_check"}))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"unsafe": frozenset({"no_such_mutation"})},
+        {"read_mode": "lease-without-check-quorum"},
+        {"heartbeat_ticks": 10, "election_timeout_ticks": 10},
+        {"inflight_msgs_max": 0},
+    ],
+)
+def test_invalid_config_is_a_bug(overrides: dict[str, object]) -> None:
+    from ringbolt.consensus.raft import ReadMode
+
+    if overrides.get("read_mode") == "lease-without-check-quorum":
+        overrides = {"read_mode": ReadMode.LEASE, "check_quorum": False}
+    with pytest.raises(AssertionError):
+        RaftConfig(node_id=1, voters=frozenset({1}), **overrides)  # type: ignore[arg-type]
