@@ -47,6 +47,8 @@ from ringbolt.storage import keyspace, limits
 from ringbolt.storage.errors import (
     KeyTooLarge,
     StorageDirectoryError,
+    StorageError,
+    StorageFailed,
     StorageFull,
     ValueTooLarge,
 )
@@ -59,6 +61,7 @@ else:
 
 APPLIED = struct.Struct(">QQ")
 _EXPIRE_LIMIT = 2**63
+_LOW_SPACE_BYTES = 4 * 1024 * 1024
 _EXPIRE_PACK = keyspace.EXPIRE.pack
 _OP_PUT = int(Op.PUT)
 _PUT_ALWAYS = int(PutCondition.ALWAYS)
@@ -170,11 +173,22 @@ class StateMachineStore:
                 self._set_applied(txn, prefix, applied, term)
                 if count_delta:
                     self._set_count(txn, prefix, self._count(txn, prefix) + count_delta)
-        except lmdb.MapFullError as error:
-            raise StorageFull(f"state machine store {self.path} is full: {error}") from error
+        except lmdb.Error as error:
+            raise self._write_error(error) from error
         self._statistics["apply_batches"] += 1
         self._statistics["entries_applied"] += len(entries)
         return results
+
+    def _write_error(self, error: lmdb.Error) -> StorageError:
+        """A failed LMDB write transaction changed nothing; classify why. LMDB
+        reports ENOSPC at commit as a bare I/O error, so the free space of
+        the device decides between "full" (retry later) and "failed"."""
+        if isinstance(error, lmdb.MapFullError):
+            return StorageFull(f"state machine store {self.path} reached its map size: {error}")
+        device = os.statvfs(self.path)
+        if device.f_bavail * device.f_frsize < _LOW_SPACE_BYTES:
+            return StorageFull(f"state machine store {self.path}: device full ({error})")
+        return StorageFailed(f"state machine store {self.path}: write failed ({error})")
 
     def _apply_batch(
         self, overlay: _EntryOverlay, entries: list[Entry], applied: int, term: int
@@ -368,8 +382,8 @@ class StateMachineStore:
             try:
                 with self._env.begin(write=True) as txn:
                     self._replace_group(txn, prefix, stream)
-            except lmdb.MapFullError as error:
-                raise StorageFull(f"state machine store {self.path} is full: {error}") from error
+            except lmdb.Error as error:
+                raise self._write_error(error) from error
         self._env.sync(True)
         self._statistics["snapshots_installed"] += 1
 
