@@ -86,7 +86,7 @@ class Operation:
         else:
             what = "delete"
         end = f"{self.status} line {self.return_line}" if self.return_line else "no completion"
-        return f"[p{self.process} {what}, invoked line {self.line}, {end}]"
+        return f"p{self.process} {what} (invoked line {self.line}, {end})"
 
     def to_dict(self) -> dict[str, Any]:
         return {

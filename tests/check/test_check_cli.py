@@ -29,7 +29,7 @@ def test_invalid_history_exits_1_and_explains() -> None:
     assert result.exit_code == 1
     assert result.output.startswith("INVALID")
     assert "key 'x' is not linearizable" in result.output
-    assert "[p1 read -> 'v1', invoked line 15, ok line 18]" in result.output
+    assert "p1 read -> 'v1' (invoked line 15, ok line 18) cannot be placed" in result.output
     assert "key 'y'" not in result.output
 
 

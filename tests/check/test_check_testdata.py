@@ -59,6 +59,7 @@ def test_deposed_leader_violation_names_the_stale_read() -> None:
     assert violation.linearized_ops == 4
     assert "cannot be placed" in violation.explanation
     assert "needs 'v1' but the value is 'v2'" in violation.explanation
+    assert "[" not in violation.explanation  # callers print it through rich markup
 
 
 def test_flicker_explanation_lists_the_concurrent_info_write() -> None:
