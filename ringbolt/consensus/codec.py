@@ -171,6 +171,12 @@ _SCHEMAS: dict[int, tuple[type, tuple[tuple[str, str], ...]]] = {
 _TAG_OF_TYPE: dict[type, int] = {cls: tag for tag, (cls, _) in _SCHEMAS.items()}
 
 
+def _check_contiguous(prev_log_index: int, entries: list[Entry]) -> None:
+    for offset, entry in enumerate(entries, start=1):
+        if entry.index != prev_log_index + offset:
+            raise MessageDecodeError("appended entries must follow prev_log_index contiguously")
+
+
 def encode_message(message: Message) -> bytes:
     tag = _TAG_OF_TYPE.get(type(message))
     assert tag is not None, f"not a Raft message: {type(message).__name__}"
@@ -207,6 +213,8 @@ def decode_message(data: bytes) -> Message:
     }
     if values["sender"] == 0 or values["recipient"] == 0:
         raise MessageDecodeError("node id 0 is reserved")
+    if cls is AppendRequest:
+        _check_contiguous(values["prev_log_index"], values["entries"])
     message: Message = cls(**values)
     return message
 

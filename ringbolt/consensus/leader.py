@@ -294,6 +294,7 @@ class LeaderRole:
 
     def step(self, m: Message) -> None:
         kind = type(m)
+        assert kind is not AppendRequest and kind is not SnapshotChunk, "two leaders in one term"
         if kind is AppendResponse:
             self._on_append_response(m)  # type: ignore[arg-type]
         elif kind is HeartbeatResponse:

@@ -149,6 +149,7 @@ class RaftLog:
         if not entries:
             return 0
         assert entries[0].index == prev_index + 1, "entries must follow prev_log_index"
+        assert entries[-1].index == prev_index + len(entries), "entries must be contiguous"
         last = self.last_index
         if prev_index == last:  # the common case: the entries continue the log
             self.entries += entries

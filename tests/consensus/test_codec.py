@@ -64,8 +64,9 @@ messages = st.one_of(
     st.builds(VoteRequest, **header, last_log_index=uints, last_log_term=uints,
               pre_vote=st.booleans(), transfer=st.booleans()),
     st.builds(VoteResponse, **header, granted=st.booleans(), pre_vote=st.booleans()),
-    st.builds(AppendRequest, **header, prev_log_index=uints, prev_log_term=uints, commit=uints,
-              entries=st.lists(entries, max_size=5)),
+    st.builds(lambda e, p, **kw: AppendRequest(**kw, prev_log_index=p, entries=[
+        Entry(term=x.term, index=p + i + 1, kind=x.kind, data=x.data) for i, x in enumerate(e)]),
+        st.lists(entries, max_size=5), small, **header, prev_log_term=uints, commit=uints),
     st.builds(AppendResponse, **header, index=uints, reject=st.booleans(), hint_index=uints,
               hint_term=uints),
     st.builds(Heartbeat, **header, commit=uints, read_seq=uints, lease_tick=uints),
@@ -133,6 +134,7 @@ def test_corrupted_messages_never_crash(message: object, position: int, value: i
         [1, 11, 1, 2, "3"],  # string is not an int
         [1, 3, 1, 2, 3, 0, 0, 0, [[1, 1, 9, b""]]],  # unknown entry kind
         [1, 3, 1, 2, 3, 0, 0, 0, [[1, 1, 0]]],  # short entry
+        [1, 3, 1, 2, 3, 0, 0, 0, [[1, 1, 0, b""], [1, 3, 0, b""]]],  # a gap
         {"not": "a list"},
     ],
 )
