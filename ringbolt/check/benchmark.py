@@ -25,7 +25,7 @@ SCENARIOS: list[tuple[str, dict[str, Any]]] = [
 ]  # fmt: skip
 
 
-def _make_stale(ops: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+def make_stale_read(ops: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
     """Point a late read at the first acknowledged write's value (unique values only)."""
     first_write = next(op for op in ops if op["type"] == "ok" and op["f"] == "write")
     reads = [
@@ -50,7 +50,7 @@ def main() -> None:
         history = linearizable_history(rng, ops_total=args.ops, **parameters)
         variants: list[tuple[str, Any]] = [("", history)]
         if parameters.get("values") is None:
-            variants.append((" [stale read]", _make_stale(history.ops, rng)))
+            variants.append((" [stale read]", make_stale_read(history.ops, rng)))
         for suffix, ops in variants:
             started = time.perf_counter()
             result = check_history(ops, time_limit_s=args.time_limit)
