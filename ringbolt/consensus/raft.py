@@ -64,6 +64,7 @@ from ringbolt.consensus.messages import (
     VoteResponse,
 )
 from ringbolt.consensus.quorum import VoteResult, vote_result
+from ringbolt.consensus.snapshot_assembly import SnapshotAssembly
 from ringbolt.consensus.types import (
     NO_NODE,
     ConfChange,
@@ -149,7 +150,7 @@ class Raft:
         self._randomized_timeout = config.election_timeout_ticks
         self._votes: dict[int, bool] = {}
         self.leader_role: LeaderRole | None = None
-        self._assembly: tuple[SnapshotMeta, bytearray] | None = None
+        self._assembly = SnapshotAssembly()
         self.unsafe_commit_old_terms = "commit_old_terms" in config.unsafe
         self.unsafe_vote_without_log_check = "vote_without_log_check" in config.unsafe
         self.unsafe_read_without_read_index = "read_without_read_index" in config.unsafe
@@ -607,30 +608,16 @@ class Raft:
         return conf
 
     def _on_snapshot_chunk(self, m: SnapshotChunk) -> None:
-        meta = m.meta
-        if meta.index <= self.log.committed:  # we already have all of it
-            self._assembly = None
+        if m.meta.index <= self.log.committed:  # we already have all of it
+            self._assembly.clear()
             self._answer_snapshot(m, offset=m.total_bytes, done=True)
             return
-        assembly = self._assembly
-        if m.offset == 0 and (assembly is None or assembly[0] != meta):
-            assembly = self._assembly = (meta, bytearray())  # a new transfer
-        if assembly is None or assembly[0] != meta or len(assembly[1]) != m.offset:
-            have = len(assembly[1]) if assembly is not None and assembly[0] == meta else 0
-            self._answer_snapshot(m, offset=have, done=False, reject=have == 0)
-            return
-        buffer = assembly[1]
-        buffer += m.data
-        if len(buffer) > m.total_bytes or (m.done and len(buffer) != m.total_bytes):
-            self._assembly = None
-            self._answer_snapshot(m, offset=0, done=False, reject=True)
-            return
-        if not m.done:
-            self._answer_snapshot(m, offset=len(buffer), done=False)
-            return
-        self._assembly = None
-        self._install_snapshot(Snapshot(meta=meta, data=bytes(buffer)))
-        self._answer_snapshot(m, offset=m.total_bytes, done=True)
+        answer = self._assembly.receive(m)
+        if answer.snapshot is not None:
+            self._install_snapshot(answer.snapshot)
+        self._answer_snapshot(
+            m, offset=answer.offset, done=answer.snapshot is not None, reject=answer.reject
+        )
 
     def _install_snapshot(self, snapshot: Snapshot) -> None:
         meta = snapshot.meta

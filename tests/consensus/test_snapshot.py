@@ -174,3 +174,31 @@ def test_snapshot_carries_membership_to_a_new_node() -> None:
     assert net.nodes[4].conf.learners == frozenset({4})
     assert net.nodes[4].conf.voters == frozenset({1, 2, 3})
     assert net.applied[4] == net.applied[1]
+
+
+def test_assembly_survives_duplicates_and_reordering() -> None:
+    from ringbolt.consensus.snapshot_assembly import SnapshotAssembly
+    from ringbolt.consensus.types import ConfState, SnapshotMeta
+
+    meta = SnapshotMeta(index=9, term=2, conf=ConfState(voters=frozenset({1})))
+    data = bytes(range(250))
+
+    def chunk(offset: int, meta: SnapshotMeta = meta) -> SnapshotChunk:
+        piece = data[offset : offset + 100]
+        return SnapshotChunk(sender=1, recipient=2, term=2, meta=meta, offset=offset,
+                             total_bytes=len(data), data=piece, done=offset + 100 >= len(data))
+
+    assembly = SnapshotAssembly()
+    assert assembly.receive(chunk(100)).reject  # nothing held yet: restart
+    assert assembly.receive(chunk(0)).offset == 100
+    assert assembly.receive(chunk(0)).offset == 100  # a duplicate of the first chunk
+    assert assembly.receive(chunk(200)).offset == 100  # arrived early: refused
+    assert assembly.receive(chunk(100)).offset == 200
+    answer = assembly.receive(chunk(200))
+    assert answer.snapshot is not None
+    assert answer.snapshot.data == data and answer.snapshot.meta == meta
+    assert assembly.held_bytes == 0
+    newer = SnapshotMeta(index=12, term=2, conf=meta.conf)
+    assembly.receive(chunk(0))
+    assert assembly.receive(chunk(0, newer)).offset == 100  # a newer snapshot starts over
+    assert assembly.receive(chunk(100)).reject  # chunks of the old one are refused
