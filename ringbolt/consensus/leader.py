@@ -97,6 +97,8 @@ class LeaderRole:
         self._voters: list[int] = []
         self._self_progress: Progress | None = None
         self.transferee = NO_NODE
+        self.timeout_now_sent = False
+        """Set for the rest of the term once a TimeoutNow went out: no more lease reads."""
         self.heartbeat_elapsed = 0
         self.send_pending = False
         self.committed_in_term = False
@@ -492,8 +494,8 @@ class LeaderRole:
     def lease_valid(self) -> bool:
         """Has a quorum acknowledged a heartbeat sent less than
         election_timeout - lease_clock_drift ticks ago (and no transfer runs)?"""
-        if self.transferee != NO_NODE or not self.committed_in_term:
-            return False
+        if self.transferee != NO_NODE or self.timeout_now_sent or not self.committed_in_term:
+            return False  # a TimeoutNow, however late, lets its target bypass leases
         now = self.raft.ticks + 1
         stamps = sorted(
             (now if v == self.node_id else self.progress[v].lease_tick) for v in self._voters
@@ -517,6 +519,7 @@ class LeaderRole:
             self.send_pending = True
 
     def _send_timeout_now(self, target: int) -> None:
+        self.timeout_now_sent = True
         self.raft.messages.append(TimeoutNow(sender=self.node_id, recipient=target, term=self.term))
 
     # --- introspection ---------------------------------------------------------

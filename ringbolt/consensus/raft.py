@@ -29,7 +29,8 @@ So while a quorum acknowledged a heartbeat sent at leader tick t, no other
 leader can exist before that quorum's clocks advance T ticks. The leader
 serves reads locally until tick t + T - `lease_clock_drift_ticks`; the bound
 assumes no clock runs more than `lease_clock_drift_ticks` ticks apart from
-the leader's over T ticks (see docs/raft.md). A transferring leader stops.
+the leader's over T ticks (see docs/raft.md). A leader that sent TimeoutNow
+stops for the rest of its term; a restarted voter refuses votes for T ticks.
 
 Invariants asserted: the term never decreases; commit never decreases nor
 passes the last index; a committed entry is never overwritten; entries are
@@ -158,8 +159,11 @@ class Raft:
             ("elections", "pre_votes", "leaderships", "snapshots_installed", "appends_rejected"), 0
         )
         self.confs = ConfHistory(0, ConfState(voters=config.voters, learners=config.learners))
+        self._restart_guard_ticks = 0
         if restored is not None:
             self._restore(restored)
+            if config.read_mode is ReadMode.LEASE:
+                self._restart_guard_ticks = config.election_timeout_ticks
         self._prev_hard = (self.term, self.vote, self.log.committed)
         self._prev_soft = SoftState(leader=NO_NODE, role=Role.FOLLOWER, term=self.term)
         self._become_follower(self.term, NO_NODE)
@@ -407,11 +411,13 @@ class Raft:
         return self.node_id in self.conf.voters
 
     def _in_leader_lease(self) -> bool:
-        return (
-            self.config.check_quorum
-            and self.leader != NO_NODE
-            and self.election_elapsed < self.config.election_timeout_ticks
-        )
+        """Do we refuse (pre)votes because a leader may count on us? Also true
+        for the first T ticks after a restart in LEASE mode: we may have
+        acknowledged a heartbeat just before crashing and forgotten it."""
+        timeout = self.config.election_timeout_ticks
+        if self.ticks < self._restart_guard_ticks:
+            return True
+        return self.config.check_quorum and self.leader != NO_NODE and self.election_elapsed < timeout
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1

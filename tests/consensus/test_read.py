@@ -172,3 +172,38 @@ def test_reads_are_dropped_when_leadership_is_lost() -> None:
     assert leader.role == Role.FOLLOWER
     assert leader.statistics().get("reads_pending") is None
     assert net.read_states[1] == []
+
+
+def test_no_lease_reads_for_the_rest_of_a_term_after_timeout_now() -> None:
+    net = _cluster(read_mode=ReadMode.LEASE)
+    leader = net.nodes[1]
+    net.tick()
+    net.cut.add((1, 2))  # the TimeoutNow is lost (or just very late)
+    net.cut.add((2, 1))
+    leader.transfer_leadership(2)
+    net.stabilize()
+    net.tick(nodes=[1, 3], count=leader.config.election_timeout_ticks)  # transfer aborted
+    assert leader.role == Role.LEADER
+    assert leader.leader_role is not None
+    assert leader.leader_role.transferee == 0
+    assert not leader.leader_role.lease_valid()
+
+
+def test_restarted_voter_refuses_votes_for_a_timeout_in_lease_mode() -> None:
+    net = _cluster(read_mode=ReadMode.LEASE)
+    net.tick()
+    net.crash(3)
+    restarted = net.restart(3)
+    term = restarted.term
+    from ringbolt.consensus.messages import VoteRequest, VoteResponse
+
+    request = VoteRequest(sender=2, recipient=3, term=term + 1, last_log_index=99,
+                          last_log_term=term, pre_vote=True)
+    restarted.step(request)
+    assert not restarted.ready().messages  # ignored: it may be part of a lease quorum
+    for _ in range(restarted.config.election_timeout_ticks):
+        restarted.tick()
+    restarted.ready()
+    restarted.step(request)
+    answers = [m for m in restarted.ready().messages if isinstance(m, VoteResponse)]
+    assert [a.granted for a in answers] == [True]
