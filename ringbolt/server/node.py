@@ -104,7 +104,9 @@ class Node:
                                    {p.node_id: p.address for p in config.peers.values()},
                                    self, random.Random(self.rng.random()))
         self.forwards: dict[int, tuple[asyncio.Future[Result], float, int]] = {}
-        self._request_ids = itertools.count(1)
+        # unique across restarts: a leader may still answer a request of this
+        # node's previous incarnation over a reconnected link
+        self._request_ids = itertools.count(time.time_ns())
         self._scan_cursors: dict[int, tuple[int, bytes]] = {}
         self._scan_ids = itertools.count(1)
         self._work = asyncio.Event()
@@ -117,6 +119,7 @@ class Node:
         """Set when the node cannot go on (the WAL failed); the process must exit."""
         self._store: Any = None
         self._client_server: Any = None
+        self.clients: Any = None
         self._admin: Any = None
         self.started_at = time.time()
         self.stats = {"rounds": 0, "fsyncs": 0, "fsync_seconds": 0.0, "readies": 0,
@@ -193,13 +196,16 @@ class Node:
 
     async def _bind(self) -> None:
         from ringbolt.server.admin import start_admin
+        from ringbolt.server.commands import ClientRegistry
         from ringbolt.server.connection import serve_clients
 
         config = self.config
         step = "client_address"
         try:
+            self.clients = ClientRegistry(config.limits.clients_max)
             self._client_server = await serve_clients(self, config.client_address.host,
-                                                      config.client_address.port)
+                                                      config.client_address.port,
+                                                      registry=self.clients)
             step = "peer_address"
             await self.transport.start(config.peer_address)
             if config.admin_address is not None:

@@ -151,7 +151,10 @@ def run_faults(cluster: LocalCluster, duration_s: float, kills: int, seed: int) 
     assert len(workload.ledger) > 10
     assert missing == [], f"acknowledged writes lost: {missing[:10]}"
     result = check_history(workload.history, time_limit_s=60.0)
-    assert result.valid, result.violations[:3]
+    if not result.valid:
+        workload.history.to_jsonl(cluster.data_dir / "history.jsonl")
+        print(dump_logs(cluster))
+    assert result.valid, (cluster.data_dir / "history.jsonl", result.violations[:3])
     wait_until(lambda: all(cluster.alive(n) for n in cluster.node_ids()), 5.0, "all nodes up")
 
 
