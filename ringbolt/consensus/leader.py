@@ -84,6 +84,13 @@ class ProgressStatus:
 
 
 class LeaderRole:
+    __slots__ = (
+        "_bytes_max", "_entries_max", "_followers", "_self_progress", "_voters",
+        "committed_in_term", "deferred_reads", "heartbeat_elapsed", "log", "node_id",
+        "pending_conf_index", "progress", "raft", "read_confirmed", "read_rounds", "read_seq",
+        "reads", "send_pending", "term", "timeout_now_sent", "transferee",
+    )
+
     def __init__(self, raft: Raft) -> None:
         self.raft = raft
         self.log = raft.log

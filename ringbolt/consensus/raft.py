@@ -132,6 +132,14 @@ class RaftConfig:
 class Raft:
     """One member of one Raft group. See the module docstring."""
 
+    __slots__ = (
+        "_assembly", "_prev_hard", "_prev_soft", "_randomized_timeout", "_restart_guard_ticks",
+        "_rng", "_votes", "config", "confs", "counters", "election_elapsed", "leader",
+        "leader_role", "log", "messages", "node_id", "read_states", "role", "term", "ticks",
+        "unsafe_commit_old_terms", "unsafe_read_without_read_index",
+        "unsafe_vote_without_log_check", "vote",
+    )
+
     def __init__(
         self, config: RaftConfig, rng: RandomSource, restored: PersistentState | None = None
     ) -> None:
@@ -273,12 +281,13 @@ class Raft:
         self.confs.compact(index)
 
     def has_ready(self) -> bool:
-        if self.leader_role is not None and self.leader_role.send_pending:
-            self.leader_role.flush()
+        leader_role = self.leader_role
+        if leader_role is not None and leader_role.send_pending:
+            leader_role.flush()
         log = self.log
         return bool(
             self.messages
-            or log.offered < log.last_index
+            or log.offered < log.offset + len(log.entries)
             or log.committed > log.applying
             or self.read_states
             or log.pending_snapshot is not None
@@ -287,31 +296,41 @@ class Raft:
         )
 
     def ready(self) -> Ready:
-        if self.leader_role is not None and self.leader_role.send_pending:
-            self.leader_role.flush()
+        leader_role = self.leader_role
+        if leader_role is not None and leader_role.send_pending:
+            leader_role.flush()
         log = self.log
-        ready = Ready()
         hard = (self.term, self.vote, log.committed)
+        hard_state = None
         if hard != self._prev_hard:
             self._prev_hard = hard
-            ready.hard_state = HardState(term=self.term, vote=self.vote, commit=log.committed)
-        soft = self._soft_state()
-        if soft is not self._prev_soft:
-            self._prev_soft = ready.soft_state = soft
-        if log.pending_snapshot is not None:
-            ready.snapshot = log.pending_snapshot
-            log.pending_snapshot = None
-        if log.offered < log.last_index:
-            ready.entries = log.take_unstable()
-        if log.committed > log.applying:
-            ready.committed_entries = log.take_committed(limits.committed_entries_per_ready_max)
-        if self.messages:
-            ready.messages = self.messages  # type: ignore[assignment]
-            self.messages = []
-        if self.read_states:
-            ready.read_states = self.read_states
+            hard_state = HardState(term=self.term, vote=self.vote, commit=log.committed)
+        soft_state: SoftState | None = self._soft_state()
+        if soft_state is self._prev_soft:
+            soft_state = None
+        else:
+            assert soft_state is not None
+            self._prev_soft = soft_state
+        snapshot = log.pending_snapshot
+        log.pending_snapshot = None
+        messages: list[object] = self.messages  # type: ignore[assignment]
+        self.messages = []
+        read_states = self.read_states
+        if read_states:
             self.read_states = []
-        return ready
+        return Ready(
+            hard_state=hard_state,
+            snapshot=snapshot,
+            entries=log.take_unstable() if log.offered < log.last_index else [],
+            messages=messages,
+            committed_entries=(
+                log.take_committed(limits.committed_entries_per_ready_max)
+                if log.committed > log.applying
+                else []
+            ),
+            read_states=read_states if read_states else [],
+            soft_state=soft_state,
+        )
 
     def advance(self, ready: Ready) -> None:
         if ready.entries:
@@ -659,8 +678,10 @@ class Raft:
 
     def _soft_state(self) -> SoftState:
         prev = self._prev_soft
-        role = self._reported_role()
-        if prev.leader == self.leader and prev.role == role and prev.term == self.term:
+        role = self.role
+        if role is Role.FOLLOWER and self.node_id in self.confs.current.learners:
+            role = Role.LEARNER
+        if prev.leader == self.leader and prev.role is role and prev.term == self.term:
             return prev
         return SoftState(leader=self.leader, role=role, term=self.term)
 
