@@ -22,17 +22,24 @@ re-parsed nor re-concatenated (chunks are joined once, when the bulk is whole).
 The encoder functions turn reply values into bytes for protocol 2 or 3; the
 difference is confined to nulls, maps, booleans and verbatim strings.
 
-Pure Python was chosen over hiredis.Reader by measurement (docs/protocol.md):
-hiredis caps neither bulk nor array lengths and cannot parse inline commands,
-and a Python pre-scan of the headers costs as much as parsing them.
+Parsing is pure Python, with a hiredis fast path (measured in docs/protocol.md):
+a chunk that holds several whole requests is decoded by hiredis.Reader and
+kept only when it provably equals what the Python path would return
+(`_fast_path`); anything else (partial requests, inline commands, errors, odd
+encodings) goes through the Python path, which alone decides errors and caps.
+hiredis alone caps neither bulk nor array lengths and cannot parse inline.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
+
+import hiredis
 
 from ringbolt import limits as project
 
@@ -76,6 +83,19 @@ class ParserLimits:
 
 DEFAULT_LIMITS = ParserLimits()
 
+FAST_CHUNK_BYTES_MAX = 256 * project.KIB
+"""Largest input chunk the hiredis fast path decodes at once (one socket read
+is at most 256 KiB with asyncio and uvloop). Also bounded by the bulk and
+array caps, so anything it accepts is within them."""
+
+FAST_CHUNK_BYTES_MIN = 192
+"""Below this (one or two small requests) the fast path's fixed cost per
+chunk exceeds what it saves; measured in tests/resp/bench_resp.py."""
+
+_NOT_CANONICAL = re.compile(rb"\n[+(~>|%]")
+"""Line starts of RESP types hiredis would decode into bytes or lists without
+costing more bytes than a bulk string (see `RequestParser._fast_path`)."""
+
 _CRLF = b"\r\n"
 _STAR = 42  # '*'
 _DOLLAR = 36  # '$'
@@ -87,9 +107,10 @@ class RequestParser:
     __slots__ = (
         "_limits", "_buffer", "_position", "_chunks", "_chunks_bytes", "_wanted_bytes",
         "_arguments", "_remaining", "_bulk_bytes", "_request_bytes", "_error",
+        "_ready", "_ready_index", "_ready_bytes", "_fast_bytes_max", "_reader",
     )
 
-    def __init__(self, limits: ParserLimits = DEFAULT_LIMITS) -> None:
+    def __init__(self, limits: ParserLimits = DEFAULT_LIMITS, *, fast_path: bool = True) -> None:
         self._limits = limits
         self._buffer = b""
         self._position = 0
@@ -104,9 +125,16 @@ class RequestParser:
         self._bulk_bytes = -1
         self._request_bytes = 0
         self._error: ProtocolError | None = None
+        # Commands decoded by the hiredis fast path, not yet handed out.
+        self._ready: list[list[bytes]] = []
+        self._ready_index = 0
+        self._ready_bytes = 0
+        self._fast_bytes_max = min(FAST_CHUNK_BYTES_MAX, limits.bulk_bytes_max,
+                                   limits.array_items_max) if fast_path else 0
+        self._reader = hiredis.Reader()
 
     def buffered_bytes(self) -> int:
-        return len(self._buffer) - self._position + self._chunks_bytes
+        return len(self._buffer) - self._position + self._chunks_bytes + self._ready_bytes
 
     def feed(self, data: bytes) -> None:
         if self._error is not None:
@@ -115,6 +143,10 @@ class RequestParser:
             return
         if self.buffered_bytes() + len(data) > self._limits.buffered_bytes_max:
             self._fail("too much buffered data")
+        if (FAST_CHUNK_BYTES_MIN <= len(data) <= self._fast_bytes_max
+                and self._position >= len(self._buffer)
+                and self._remaining == 0 and self._wanted_bytes == 0 and self._fast_path(data)):
+            return
         if self._wanted_bytes > 0:
             self._chunks.append(data)
             self._chunks_bytes += len(data)
@@ -141,6 +173,10 @@ class RequestParser:
         if self._error is not None:
             raise self._error
         found: list[list[bytes]] = []
+        if self._ready:
+            found = self._take_ready(limit)
+            if len(found) == limit:
+                return found
         try:
             self._parse_into(found, limit)
         except ProtocolError as error:
@@ -150,6 +186,56 @@ class RequestParser:
             if not found:
                 raise
         return found
+
+    def _fast_path(self, data: bytes) -> bool:
+        """Decode `data` with hiredis when that provably gives what the
+        Python path would: it starts a request, ends exactly at a request
+        boundary, and every decoded request is a list of bulk strings whose
+        canonical encodings add up to exactly len(data). Every encoding hiredis
+        accepts that is not a plain array of bulks is either rejected by the
+        type checks or longer than canonical, except status and big-number
+        elements and set/push arrays, which `_NOT_CANONICAL` screens out; so
+        equal lengths mean the bytes were the canonical requests. Returns False
+        (nothing consumed) when unsure: the Python path then parses `data`."""
+        if data[0] != _STAR or not data.endswith(_CRLF) or _NOT_CANONICAL.search(data):
+            return False
+        reader = self._reader
+        reader.feed(data)
+        found: list[list[bytes]] = []
+        try:
+            while (request := reader.gets()) is not False:
+                found.append(request)
+            arguments = list(itertools.chain.from_iterable(found))
+            payload_bytes = len(b"".join(arguments))
+        except (hiredis.ProtocolError, TypeError):
+            self._reader = hiredis.Reader()
+            return False
+        if set(map(type, found)) != {list} or not all(found):
+            self._reader = hiredis.Reader()
+            return False
+        header_bytes = sum(map(len, map(str, map(len, arguments)))) + 5 * len(arguments)
+        header_bytes += sum(map(len, map(str, map(len, found)))) + 3 * len(found)
+        if payload_bytes + header_bytes != len(data):
+            self._reader = hiredis.Reader()  # it may hold a partial request
+            return False
+        if self._ready_index:
+            del self._ready[:self._ready_index]
+            self._ready_index = 0
+        self._ready += found
+        self._ready_bytes += len(data)
+        return True
+
+    def _take_ready(self, limit: int) -> list[list[bytes]]:
+        start = self._ready_index
+        stop = min(len(self._ready), start + limit)
+        taken = self._ready[start:stop] if start or stop < len(self._ready) else self._ready
+        if stop == len(self._ready):
+            self._ready = []
+            self._ready_index = 0
+            self._ready_bytes = 0
+        else:
+            self._ready_index = stop
+        return taken
 
     def _fail(self, detail: str) -> NoReturn:
         self._error = ProtocolError(detail)
@@ -226,8 +312,6 @@ class RequestParser:
             stop = start + size
             if size > bulk_max or total > request_max or stop + 2 > end:
                 return None
-            if buffer[stop:stop + 2] != _CRLF:
-                return None
             arguments.append(buffer[start:stop])
             cursor = stop + 2
         return arguments, cursor
@@ -300,8 +384,6 @@ class RequestParser:
                 # Wait for the whole bulk; join later chunks only once.
                 self._wanted_bytes = stop + 2 - end if size >= 4096 else 0
                 return position
-            if buffer[stop:stop + 2] != _CRLF:
-                self._fail("expected CRLF after bulk")
             arguments.append(buffer[position:stop])
             position = stop + 2
             self._bulk_bytes = -1

@@ -93,7 +93,6 @@ def test_empty_and_null_arrays_are_skipped() -> None:
     (b"*1\r\n$1001\r\n", "invalid bulk length"),
     (b"*1\r\n:1\r\n", "expected '$', got ':'"),
     (b"*2\r\n*1\r\n$1\r\na\r\n", "expected '$', got '*'"),
-    (b"*1\r\n$1\r\nabc\r\n", "expected CRLF after bulk"),
     (b"*3\r\n$1000\r\n" + b"x" * 1000 + b"\r\n$1000\r\n" + b"y" * 1000 + b"\r\n$1\r\n",
      "request too large"),
     (b"A" * 65, "too big inline request"),
@@ -107,6 +106,11 @@ def test_malformed_requests_raise_protocol_error(data: bytes, message: str) -> N
     assert str(caught.value) == f"ERR Protocol error: {message}"
     with pytest.raises(ProtocolError):
         parse_all(data, chunk=1)
+
+
+def test_bytes_after_a_bulk_are_skipped_like_redis() -> None:
+    # Redis skips the two bytes after a bulk without checking them.
+    assert parse_all(b"*1\r\n$1\r\nabc\r\n*1\r\n$4\r\nPING\r\n") == [[b"a"], [b"PING"]]
 
 
 def test_buffered_bytes_are_capped() -> None:
@@ -264,3 +268,47 @@ def test_whole_and_chunked_inputs_agree(parts: list[bytes], chunk: int) -> None:
     and reject exactly the same things."""
     data = b"".join(parts)
     assert outcome(data, chunk) == outcome(data, 0)
+
+
+def outcome_of(data: bytes, *, fast_path: bool) -> tuple[list[list[bytes]], str | None]:
+    parser = RequestParser(ParserLimits(), fast_path=fast_path)
+    found: list[list[bytes]] = []
+    try:
+        parser.feed(data)
+        found += parser.commands()
+        found += parser.commands()
+    except ProtocolError as error:
+        return found, str(error)
+    return found, None
+
+
+tricky_parts = st.one_of(
+    arguments.map(encode_request),
+    st.sampled_from([
+        b"+OK\r\n", b"(123\r\n", b"~1\r\n", b">1\r\n", b"|1\r\n+a\r\n+b\r\n",
+        b"%1\r\n$1\r\na\r\n$1\r\nb\r\n", b"=5\r\ntxt:a\r\n", b"$03\r\nabc\r\n",
+        b"*1\r\n", b"*2\r\n", b"*0\r\n", b"*-1\r\n", b"$-1\r\n", b":1\r\n", b"_\r\n",
+        b"$3\r\nabcXY", b"*1\r\n*1\r\n$1\r\na\r\n", b"PING\r\n", b"#t\r\n", b",1.5\r\n"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(head=arguments, parts=st.lists(tricky_parts, max_size=12))
+def test_hiredis_fast_path_agrees_with_the_python_parser(head: list[bytes],
+                                                        parts: list[bytes]) -> None:
+    """Chunks long enough for the fast path, made of valid requests and every
+    RESP type hiredis accepts: both paths return and reject the same."""
+    data = encode_request([*head, b"x" * 200]) + b"".join(parts)
+    assert outcome_of(data, fast_path=True) == outcome_of(data, fast_path=False)
+
+
+def test_fast_path_is_used_for_pipelines() -> None:
+    pipeline = b"".join(encode_request([b"SET", b"k%d" % i, b"v"]) for i in range(16))
+    parser = RequestParser()
+    parser.feed(pipeline)
+    assert parser.buffered_bytes() == len(pipeline)  # decoded, held as ready requests
+    assert len(parser.commands(10)) == 10
+    assert len(parser.commands()) == 6
+    assert parser.buffered_bytes() == 0
+    parser.feed(pipeline[:-1])  # ends mid-request: the Python path takes it
+    parser.feed(pipeline[-1:])
+    assert parser.commands() == [[b"SET", b"k%d" % i, b"v"] for i in range(16)]
