@@ -99,6 +99,9 @@ class NodeCollector:
                                                "Reads waiting", labels=["group"]),
             "snapshots_taken": CounterMetricFamily("ringbolt_group_snapshots_taken",
                                                    "Log compactions", labels=["group"]),
+            "snapshots_installed": CounterMetricFamily("ringbolt_group_snapshots_installed",
+                                                       "Snapshots received from a leader",
+                                                       labels=["group"]),
         }
         for group_id, values in replicas.items():
             for name, family in families.items():

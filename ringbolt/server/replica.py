@@ -139,7 +139,9 @@ class Replica:
         """Batches whose ReadIndex round is in flight, by context."""
         self.reads_indexed: list[_ReadBatch] = []
         """Batches with a read index, waiting for apply to reach it."""
-        self._contexts = itertools.count(1)
+        self._contexts = itertools.count(int(clock() * 1e9))
+        """ReadIndex contexts, unique across restarts of this node: an answer to a
+        previous incarnation's read may still arrive and must match nothing."""
         self.leader = 0
         self.role = Role.FOLLOWER
         self.term = 0

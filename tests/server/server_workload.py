@@ -30,7 +30,8 @@ def dump_logs(cluster: LocalCluster) -> str:
 @dataclass
 class Workload:
     """Clients doing writes (unique values) and reads on a few register keys,
-    plus write-once ledger keys, recording a history as they go."""
+    plus write-once ledger keys, recording a history as they go. Keys carry
+    the seed, so two workloads on one cluster have independent histories."""
 
     ports: list[int]
     seed: int
@@ -68,13 +69,13 @@ class Workload:
     async def _one(self, process: int, connection: aioredis.Redis) -> None:
         choice = self.rng.random()
         if choice < 0.15:
-            key, value = f"ledger:{next(self.values)}", f"v{self.rng.random()}"
+            key, value = f"s{self.seed}:ledger:{next(self.values)}", f"v{self.rng.random()}"
             await self._write(process, connection, key, value, ledger=True)
         elif choice < 0.55:
-            key = f"r{self.rng.randrange(self.keys)}"
+            key = f"s{self.seed}:r{self.rng.randrange(self.keys)}"
             await self._write(process, connection, key, f"{process}-{next(self.values)}")
         else:
-            await self._read(process, connection, f"r{self.rng.randrange(self.keys)}")
+            await self._read(process, connection, f"s{self.seed}:r{self.rng.randrange(self.keys)}")
 
     async def _write(self, process: int, connection: aioredis.Redis, key: str, value: str,
                      ledger: bool = False) -> None:
