@@ -35,6 +35,12 @@ to absorb a failed peer's replicas without cascading moves."""
 epsilon_max = 4.0
 """Beyond a slack of 5x the fair share there is no bound worth the name."""
 
+balance_scan_shards_max = 1024
+"""A node a little below its share (but above the lower bound) may take
+replicas placed in the same planning call, which costs no extra move; it looks
+at its this-many most preferred shards only. This polish is optional, so it is
+capped to keep a 10,000-shard, 100-node placement to about a second."""
+
 label_chars_max = 64
 """Length of a `dc` or `zone` label."""
 

@@ -51,6 +51,7 @@ from typing import Any
 import xxhash
 
 from ringbolt.shard.limits import (
+    balance_scan_shards_max,
     epsilon_default,
     epsilon_max,
     label_chars_max,
@@ -61,6 +62,7 @@ from ringbolt.shard.limits import (
     shards_max,
 )
 
+HASH_LIMIT = 1 << 64
 ID_LIMIT = 1 << 63
 """Node and shard ids lie in [0, 2**63): they seed and feed xxh3_64."""
 
@@ -324,14 +326,19 @@ class _Planner:
         self.nodes = sorted(nodes, key=lambda node: node.node_id)
         self.node_ids = [node.node_id for node in self.nodes]
         self.by_id = {node.node_id: node for node in self.nodes}
+        self.dc_of = {node.node_id: node.dc for node in self.nodes}
+        self.zone_of = {node.node_id: (node.dc, node.zone) for node in self.nodes}
         self.shards = sorted(shard_ids)
         self.width = min(replicas, len(self.nodes))
         self.dc_quota = min(self.width, len({node.dc for node in self.nodes}))
         self.score = _scorer(self.nodes)
+        self.uniform = len({node.weight for node in self.nodes}) == 1
         self.slots: dict[int, list[int | None]] = {}
         self.load = dict.fromkeys(self.node_ids, 0)
         self.held: dict[int, set[int]] = {node: set() for node in self.node_ids}
         self.evicted: dict[tuple[int, int], int] = {}
+        self.fresh: set[tuple[int, int]] = set()
+        """(shard, node) replicas placed by this call: moving them again is free."""
         """(shard, slot) -> the node the keep pass took out of that slot."""
         self.counters = dict.fromkeys(
             ["kept", "dropped", "shed", "filled", "stolen", "swapped", "cap_overflows"], 0
@@ -380,22 +387,27 @@ class _Planner:
                     self.evicted[(shard, len(slots))] = node
                 slots.append(None)
                 if keep:
-                    self._assign(shard, slots, len(slots) - 1, node)
+                    self._assign(shard, slots, len(slots) - 1, node, fresh=False)
             slots += [None] * (self.width - len(slots))
             self.slots[shard] = slots
 
-    def _assign(self, shard: int, slots: list[int | None], index: int, node: int) -> None:
+    def _assign(
+        self, shard: int, slots: list[int | None], index: int, node: int, fresh: bool = True
+    ) -> None:
         assert slots[index] is None
         assert shard not in self.held[node]
         slots[index] = node
         self.held[node].add(shard)
         self.load[node] += 1
+        if fresh:
+            self.fresh.add((shard, node))
 
     def _vacate(self, shard: int, slots: list[int | None], node: int) -> int:
         index = slots.index(node)
         slots[index] = None
         self.held[node].remove(shard)
         self.load[node] -= 1
+        self.fresh.discard((shard, node))
         return index
 
     def shed(self) -> None:
@@ -421,7 +433,8 @@ class _Planner:
             for index, node in enumerate(slots):
                 if node is None:
                     evicted = self.evicted.get((shard, index))
-                    self._assign(shard, slots, index, self._choose(shard, slots, evicted))
+                    chosen = self._choose(shard, slots, evicted)
+                    self._assign(shard, slots, index, chosen, fresh=chosen != evicted)
                     self.counters["filled"] += 1
 
     def _choose(self, shard: int, slots: list[int | None], evicted: int | None) -> int:
@@ -444,14 +457,16 @@ class _Planner:
                 best, best_level = node, level
                 if level == 0:
                     break
-        if evicted is not None and evicted in self.by_id and evicted not in holders:
-            # The keep pass took this node out (DC rule); if nothing spreads
-            # the shard better, put it back rather than move the replica.
-            info = self.by_id[evicted]
-            level = _LEVEL_SAME_DC if need_new_dc and info.dc in used_dcs else 0
-            level += _LEVEL_SAME_ZONE if (info.dc, info.zone) in used_zones else 0
-            if load[evicted] < cap[evicted] and level <= best_level & ~_LEVEL_ABOVE_TIGHT:
-                return evicted
+        # The keep pass took `evicted` out (DC rule); unless another node adds
+        # a DC the shard lacks, put it back rather than move the replica.
+        if (
+            evicted is not None
+            and evicted in self.by_id
+            and evicted not in holders
+            and load[evicted] < cap[evicted]
+            and (best < 0 or best_level >= _LEVEL_SAME_DC)
+        ):
+            return evicted
         if best < 0 or best_level >= _LEVEL_SAME_DC:
             freed = self._make_room(shard, holders, used_dcs if need_new_dc else set(), True)
             if freed < 0 and best < 0:
@@ -507,33 +522,57 @@ class _Planner:
         return node
 
     def _keeps_diversity(self, slots: list[int | None], holder: int, taker: int) -> bool:
-        before_dcs, before_zones = self._diversity(slots)
-        after_dcs, after_zones = self._diversity([taker if n == holder else n for n in slots])
-        return after_dcs >= before_dcs and after_zones >= before_zones
+        """Would replacing `holder` by `taker` keep the shard's DC and zone counts?
+
+        The count drops exactly when the taker's DC (zone) is already used by
+        another replica while the holder's DC (zone) is used by no other.
+        """
+        dc_of, zone_of = self.dc_of, self.zone_of
+        others = [node for node in slots if node is not None and node != holder]
+        other_dcs = {dc_of[node] for node in others}
+        if dc_of[taker] in other_dcs and dc_of[holder] not in other_dcs:
+            return False
+        other_zones = {zone_of[node] for node in others}
+        return not (zone_of[taker] in other_zones and zone_of[holder] not in other_zones)
 
     def steal(self) -> None:
-        """Pass 4: nodes far below their share take replicas from busier holders."""
+        """Pass 4: nodes below their share take replicas from busier holders.
+
+        Re-homing a replica placed by this very call costs no extra move, so
+        any node below `target` may take those; only a node below `lower`
+        (typically a new one) takes replicas that would otherwise have stayed.
+        """
+        fresh_shards = sorted({shard for shard, _ in self.fresh})
         for node in self.node_ids:
-            if self.load[node] >= self.lower[node]:
+            if self.load[node] >= self.target[node]:
                 continue
-            mine = sorted(self.shards, key=lambda shard: self.score(shard, node), reverse=True)
+            starved = self.load[node] < self.lower[node]
+            busiest = max(self.load.values()) if self.uniform else HASH_LIMIT
+            candidates = self.shards if starved else fresh_shards
+            mine = sorted(candidates, key=lambda shard: self.score(shard, node), reverse=True)
+            if not starved:
+                mine = mine[:balance_scan_shards_max]  # polishing only: bound the work
             for shard in mine:
                 if self.load[node] >= self.target[node]:
                     break
+                if self.load[node] + 2 > busiest:
+                    break  # nobody is busy enough to give (unweighted case)
                 slots = self.slots[shard]
                 if node in slots:
                     continue
-                donor = self._donor(shard, slots, node)
+                donor = self._donor(shard, slots, node, starved)
                 if donor is not None:
                     self._assign(shard, slots, self._vacate(shard, slots, donor), node)
                     self.counters["stolen"] += 1
 
-    def _donor(self, shard: int, slots: list[int | None], taker: int) -> int | None:
+    def _donor(self, shard: int, slots: list[int | None], taker: int, kept_too: bool) -> int | None:
         """The busiest holder that can hand `taker` its replica without loss."""
         taker_weight = self.by_id[taker].weight
         best: int | None = None
         for holder in slots:
             assert holder is not None
+            if not kept_too and (shard, holder) not in self.fresh:
+                continue
             holder_weight = self.by_id[holder].weight
             if self.load[holder] <= self.lower[holder]:
                 continue  # never push a donor below its own lower bound
@@ -552,10 +591,6 @@ class _Planner:
         if left != right:
             return left > right
         return self.score(shard, candidate) < self.score(shard, incumbent)
-
-    def _diversity(self, slots: Sequence[int | None]) -> tuple[int, int]:
-        infos = [self.by_id[node] for node in slots if node is not None]
-        return len({info.dc for info in infos}), len({(info.dc, info.zone) for info in infos})
 
     def result(self) -> Placement:
         replicas: dict[int, tuple[int, ...]] = {}
