@@ -12,7 +12,8 @@ every so often checkpoint a group (LMDB fsync, snapshot meta, compact) so
 that segments rotate and get deleted under the kills.
 
 ``python -m ringbolt.storage.crashtool harness DIR --cycles N`` starts the
-writer, kills it with SIGKILL a random 2..100 ms after READY, and checks the
+writer (forked by a preloaded "zygote" process, or a fresh interpreter with
+``--fresh``), kills it with SIGKILL a random 2..100 ms after READY, and checks the
 directory: before recovery, every batch visible in LMDB is complete (no
 half-applied MPUT); after recovery, every acknowledged batch is present with
 its value. Then it starts the writer again, N times.
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import IO
 
 from ringbolt.consensus.types import ConfState, Entry, HardState, SnapshotMeta
 from ringbolt.kv.commands import Op, encode
@@ -70,11 +72,12 @@ def recover(wal: WriteAheadLog, store: StateMachineStore) -> dict[int, int]:
     return last
 
 
-def run_writer(directory: str, seed: int, segment_bytes_max: int) -> None:
+def run_writer(directory: str, seed: int, segment_bytes_max: int, out: IO[str] = sys.stdout) -> None:
     rng = random.Random(seed)
     wal, store = open_storage(directory, segment_bytes_max)
     last = recover(wal, store)
-    print("READY", flush=True)
+    out.write("READY\n")
+    out.flush()
     while True:
         written: list[tuple[int, Entry]] = []
         for _ in range(rng.randint(1, 4)):
@@ -87,8 +90,8 @@ def run_writer(directory: str, seed: int, segment_bytes_max: int) -> None:
             last[group_id] = index
             written.append((group_id, entry))
         wal.sync()
-        sys.stdout.write("".join(f"ACK {g} {e.index}\n" for g, e in written))
-        sys.stdout.flush()
+        out.write("".join(f"ACK {g} {e.index}\n" for g, e in written))
+        out.flush()
         for group_id, entry in written:
             store.apply(group_id, [entry])
         if rng.random() < 0.05:
@@ -131,8 +134,15 @@ def check_atomic(store: StateMachineStore, report: CheckReport) -> dict[tuple[in
 
 
 def check_directory(
-    directory: str, acknowledged: set[tuple[int, int]], segment_bytes_max: int
+    directory: str,
+    acknowledged: set[tuple[int, int]],
+    segment_bytes_max: int,
+    verified: set[tuple[int, int]] | None = None,
 ) -> CheckReport:
+    """Check atomicity before and after recovery, and that every acknowledged
+    batch is present; values are compared for batches not in `verified`
+    (which grows), presence and completeness for all of them every time."""
+    verified = set() if verified is None else verified
     report = CheckReport(acknowledged=len(acknowledged))
     wal, store = open_storage(directory, segment_bytes_max)
     try:
@@ -143,10 +153,13 @@ def check_directory(
             if (group_id, index) not in seen:
                 report.problems.append(f"acknowledged batch {(group_id, index)} lost")
                 continue
+            if (group_id, index) in verified:
+                continue
             for key in batch_keys(group_id, index, seen[(group_id, index)]):
                 record = store.get(group_id, key)
                 if record is None or record[0] != str(index).encode():
                     report.problems.append(f"acknowledged key {key!r} has {record!r}")
+            verified.add((group_id, index))
     finally:
         wal.close()
         store.close()
@@ -160,42 +173,122 @@ def writer_command(directory: str, seed: int, segment_bytes_max: int) -> list[st
     ]  # fmt: skip
 
 
-def kill_cycle(
-    directory: str, rng: random.Random, segment_bytes_max: int, acknowledged: set[tuple[int, int]]
-) -> None:
-    """Start the writer, wait for READY, SIGKILL it after a random delay, and
-    add the acknowledgements it printed to `acknowledged`."""
-    command = writer_command(directory, rng.randrange(2**32), segment_bytes_max)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        if first != b"READY\n":
-            _, error = process.communicate(timeout=30)
-            raise RuntimeError(f"writer did not start: {first!r} {error.decode(errors='replace')}")
-        time.sleep(rng.uniform(0.002, 0.100))
-        process.send_signal(signal.SIGKILL)
-        output, _ = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-    for line in output.split(b"\n")[:-1]:  # a last line without "\n" was cut by the kill
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == b"ACK":
-            acknowledged.add((int(parts[1]), int(parts[2])))
+def run_zygote(directory: str, segment_bytes_max: int) -> None:
+    """A fork server: one interpreter with everything imported forks each
+    writer, so a kill cycle costs a fork, not an interpreter start. Protocol
+    on stdin/stdout: "spawn SEED" -> "PID n"; the child prints READY and ACKs
+    on the same stdout; once it dies the zygote prints "EXIT n", after
+    everything the child wrote."""
+    for line in sys.stdin:
+        command, seed = line.split()
+        assert command == "spawn"
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                run_writer(directory, int(seed), segment_bytes_max)
+            finally:
+                os._exit(1)
+        print(f"PID {pid}", flush=True)
+        os.waitpid(pid, 0)
+        print(f"EXIT {pid}", flush=True)
 
 
-def run_harness(directory: str, cycles: int, seed: int, segment_bytes_max: int) -> CheckReport:
+class Writers:
+    """Starts writers for the harness: forked by a zygote (fast) or as fresh
+    interpreters (`fresh=True`)."""
+
+    def __init__(self, directory: str, segment_bytes_max: int, *, fresh: bool) -> None:
+        self.directory = directory
+        self.segment_bytes_max = segment_bytes_max
+        self.zygote: subprocess.Popen[bytes] | None = None
+        if not fresh:
+            command = writer_command(directory, 0, segment_bytes_max)
+            command[3] = "zygote"
+            self.zygote = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def close(self) -> None:
+        if self.zygote is not None:
+            assert self.zygote.stdin is not None
+            self.zygote.stdin.close()
+            self.zygote.wait(timeout=30)
+
+    def cycle(self, rng: random.Random, acknowledged: set[tuple[int, int]]) -> None:
+        """Start a writer, SIGKILL it 2..100 ms after READY, collect its ACKs."""
+        seed = rng.randrange(2**32)
+        delay_s = rng.uniform(0.002, 0.100)
+        if self.zygote is None:
+            output = self._fresh_cycle(seed, delay_s)
+        else:
+            output = self._forked_cycle(seed, delay_s)
+        for line in output.split(b"\n")[:-1]:  # a last line without "\n" was cut by the kill
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == b"ACK":
+                acknowledged.add((int(parts[1]), int(parts[2])))
+
+    def _fresh_cycle(self, seed: int, delay_s: float) -> bytes:
+        command = writer_command(self.directory, seed, self.segment_bytes_max)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            if first != b"READY\n":
+                _, error = process.communicate(timeout=30)
+                raise RuntimeError(f"writer did not start: {first!r} {error.decode(errors='replace')}")
+            time.sleep(delay_s)
+            process.send_signal(signal.SIGKILL)
+            output, _ = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+        return output
+
+    def _forked_cycle(self, seed: int, delay_s: float) -> bytes:
+        assert self.zygote is not None and self.zygote.stdin is not None
+        assert self.zygote.stdout is not None
+        self.zygote.stdin.write(f"spawn {seed}\n".encode())
+        self.zygote.stdin.flush()
+        pid, ready, lines = 0, False, []
+        for _ in range(1_000_000):
+            line = self.zygote.stdout.readline()
+            if not line:
+                raise RuntimeError("the writer zygote died")
+            if line.startswith(b"PID "):
+                pid = int(line.split()[1])
+            elif line == b"READY\n":
+                ready = True
+            elif line.startswith(b"EXIT "):
+                raise RuntimeError("the writer died before it was killed (see stderr)")
+            if pid and ready:
+                break
+        time.sleep(delay_s)
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(10_000_000):
+            line = self.zygote.stdout.readline()
+            if not line or line == f"EXIT {pid}\n".encode():
+                break
+            lines.append(line)
+        return b"".join(lines)
+
+
+def run_harness(
+    directory: str, cycles: int, seed: int, segment_bytes_max: int, *, fresh: bool = False
+) -> CheckReport:
     rng = random.Random(seed)
     acknowledged: set[tuple[int, int]] = set()
+    verified: set[tuple[int, int]] = set()
     report = CheckReport()
-    for cycle in range(cycles):
-        kill_cycle(directory, rng, segment_bytes_max, acknowledged)
-        report = check_directory(directory, acknowledged, segment_bytes_max)
-        if report.problems:
-            report.problems.insert(0, f"after kill {cycle + 1} (seed {seed})")
-            return report
+    writers = Writers(directory, segment_bytes_max, fresh=fresh)
+    try:
+        for cycle in range(cycles):
+            writers.cycle(rng, acknowledged)
+            report = check_directory(directory, acknowledged, segment_bytes_max, verified)
+            if report.problems:
+                report.problems.insert(0, f"after kill {cycle + 1} (seed {seed})")
+                return report
+    finally:
+        writers.close()
     return report
 
 
@@ -204,18 +297,23 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     writer = sub.add_parser("writer", help="append and acknowledge durable writes forever")
     harness = sub.add_parser("harness", help="kill and restart the writer, checking each time")
-    for command in (writer, harness):
+    zygote = sub.add_parser("zygote", help="fork writers on request (used by the harness)")
+    for command in (writer, harness, zygote):
         command.add_argument("directory")
         command.add_argument("--seed", type=int, default=1)
         command.add_argument("--segment-bytes", type=int, default=16 * 1024)
     harness.add_argument("--cycles", type=int, default=100)
+    harness.add_argument("--fresh", action="store_true", help="a new interpreter per writer")
     args = parser.parse_args(argv)
     if args.command == "writer":
         run_writer(args.directory, args.seed, args.segment_bytes)
         return 0
+    if args.command == "zygote":
+        run_zygote(args.directory, args.segment_bytes)
+        return 0
     os.makedirs(args.directory, exist_ok=True)
     started = time.monotonic()
-    report = run_harness(args.directory, args.cycles, args.seed, args.segment_bytes)
+    report = run_harness(args.directory, args.cycles, args.seed, args.segment_bytes, fresh=args.fresh)
     elapsed = time.monotonic() - started
     print(f"{args.cycles} kills in {elapsed:.1f} s: {report.acknowledged} acknowledged batches, "
           f"{report.batches_seen} visible, problems: {report.problems or 'none'}")
