@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from ringbolt.consensus.raft import ReadMode
 from ringbolt.consensus.types import EntryKind, Role
 from tests.consensus.harness import Network
 
@@ -35,15 +36,34 @@ class Checker:
                 assert known == term, f"committed entry {index} differs on node {node}"
 
 
-def run(seed: int, steps: int) -> Network:
+def check_reads(net: Network, issued: dict[bytes, int]) -> None:
+    """A read must see every entry committed anywhere before it was issued."""
+    for node in net.ids:
+        for state in net.read_states[node]:
+            floor = issued.get(state.context)  # may repeat: the network duplicates requests
+            assert floor is not None, "an answer to a read never issued"
+            assert state.index >= floor, f"stale read {state.context!r}: {state.index} < {floor}"
+        net.read_states[node] = []
+
+
+def run(seed: int, steps: int, **config: object) -> Network:
     rng = random.Random(seed)
     net = Network([1, 2, 3, 4, 5], seed=seed, election_timeout_ticks=8, entries_per_msg_max=4,
-                  inflight_msgs_max=4, snapshot_chunk_bytes_max=64, codec=True)
+                  inflight_msgs_max=4, snapshot_chunk_bytes_max=64, codec=True, **config)
     checker = Checker()
     proposed = 0
-    for _ in range(steps):
+    issued: dict[bytes, int] = {}
+    for step in range(steps):
         action = rng.random()
-        if action < 0.3:
+        if action < 0.08:
+            node = rng.choice([n for n in net.ids if n not in net.down])
+            context = b"read-%d" % step
+            try:
+                net.nodes[node].read_index(context)
+                issued[context] = max(net.nodes[n].log.committed for n in net.ids)
+            except Exception:
+                pass
+        elif action < 0.3:
             for node in net.ids:
                 if node not in net.down:
                     net.nodes[node].tick()
@@ -65,7 +85,8 @@ def run(seed: int, steps: int) -> Network:
                 net.compact(node)
         elif action < 0.62:
             net.heal()
-            net.partition(*[[n] for n in rng.sample(net.ids, 2)], [n for n in net.ids])
+            minority = rng.sample(net.ids, 2)
+            net.partition(minority, [n for n in net.ids if n not in minority])
         elif action < 0.66:
             net.heal()
         net.drain()
@@ -75,6 +96,7 @@ def run(seed: int, steps: int) -> Network:
         net.queue += [m for m in batch if rng.random() < 0.05]
         net.deliver()
         checker.check(net)
+        check_reads(net, issued)
     # liveness: heal everything; a leader must emerge and commit a new entry
     net.heal()
     for node in sorted(net.down):
@@ -104,7 +126,23 @@ def test_random_faults_keep_raft_safe_and_live(seed: int) -> None:
     run(seed, steps=400)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_random_faults_with_lease_reads(seed: int) -> None:
+    run(seed, steps=400, read_mode=ReadMode.LEASE)
+
+
+def test_checker_catches_stale_reads_of_the_mutation() -> None:
+    failures = 0
+    for seed in range(20):
+        try:
+            run(seed, steps=400, check_quorum=False, unsafe=frozenset({"read_without_read_index"}))
+        except AssertionError as error:
+            failures += "stale read" in str(error)
+    assert failures > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(100, 300))
-def test_random_faults_soak(seed: int) -> None:
-    run(seed, steps=3000)
+@pytest.mark.parametrize("mode", [ReadMode.SAFE, ReadMode.LEASE])
+def test_random_faults_soak(seed: int, mode: ReadMode) -> None:
+    run(seed, steps=3000, read_mode=mode)
