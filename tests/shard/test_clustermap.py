@@ -1,4 +1,4 @@
-"""The cluster map state machine: commands, rebalancing, codec."""
+"""The cluster map state machine (commands, rebalancing) and its codec."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from ringbolt.shard.clustermap import (
     AddNode,
     ApplyMove,
     ClusterMap,
-    ClusterMapDecodeError,
     ClusterMapError,
     DrainNode,
     MapCommand,
@@ -24,13 +23,16 @@ from ringbolt.shard.clustermap import (
     UpdateNode,
     apply,
     bootstrap,
+    plan_rebalance,
+)
+from ringbolt.shard.limits import HASH_SPACE
+from ringbolt.shard.mapcodec import (
+    ClusterMapDecodeError,
     decode,
     decode_command,
     encode,
     encode_command,
-    plan_rebalance,
 )
-from ringbolt.shard.limits import HASH_SPACE
 from ringbolt.shard.placement import dc_violations
 
 
