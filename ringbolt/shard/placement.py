@@ -3,38 +3,42 @@
 Theory of operation
 -------------------
 Each shard ranks every node by a rendezvous (highest-random-weight) score,
-xxh3_64(node id, seed=shard id); with weights the score is the weighted
-rendezvous key w / -ln(u). The ranking is the shard's consistent-hash order:
-adding or removing a node never reorders the other nodes.
+xxh3_64(node id, seed=shard id); with unequal weights the score is the
+weighted rendezvous key w / -ln(u). The ranking is the shard's consistent-hash
+order: adding or removing a node never reorders the other nodes.
 
-Every node n has a fair share f(n) = R * w(n) / W of the R = shards * replicas
-replicas, and three integer bounds derived from it and epsilon:
+Every node n has a fair share f(n) of the R = shards * replicas replicas
+(proportional to weight, at most one replica per shard: `fair_shares`) and
+integer bounds derived from it and epsilon:
 
 * `cap(n)    = ceil((1 + epsilon) f(n))` -- hard: no node ever holds more
   (Mirrokni, Thorup, Zadimoghaddam, "Consistent Hashing with Bounded Loads");
 * `tight(n)  = ceil(f(n))` -- a new replica prefers nodes below it;
-* `lower(n)  = floor((1 - epsilon) f(n))` -- a node below it pulls replicas.
+* `lower(n)  = floor((1 - epsilon) f(n))` -- a node below it pulls replicas;
+* `target(n) = floor(f(n))` -- where pulling stops.
 
-`place(nodes, shard_ids, previous=...)` computes a placement in four passes,
-starting from `previous` (or from nothing) so that a membership change moves
-as few replicas as possible:
+`place(nodes, shard_ids, previous=...)` starts from `previous` (or nothing)
+so that a membership change moves as few replicas as possible:
 
-1. keep: every previous replica stays if its node is still active and the
-   shard does not hold more same-DC replicas than it must;
+1. keep: a previous replica stays if its node is still active and the shard
+   does not hold more same-DC replicas than it must (an evicted replica goes
+   back to its node in pass 3 unless another node adds a missing DC);
 2. shed: a node above its cap drops the replicas it ranks lowest;
-3. fill: every empty slot walks the shard's ranking and takes the first node
-   that is below cap, preferring (in order) a DC the shard does not use yet,
-   a zone it does not use yet, and a node below `tight` -- consistent hashing
-   with bounded loads, with a tight bound for new replicas;
-4. steal: a node below `lower` (typically a new node) walks the shards in its
-   own ranking order and takes replicas from more loaded holders, as long as
-   the shard's DC and zone diversity does not shrink, until it reaches
-   floor(f(n)).
+3. fill: each empty slot walks the shard's ranking and takes the first node
+   below cap, preferring (in order) a DC the shard lacks, a zone it lacks, and
+   a node below `tight` -- bounded-load consistent hashing. If no node below
+   cap fits, an augmenting path of hand-overs frees one (`_make_room`);
+4. steal: a node below `target` takes replicas from busier holders, walking
+   shards in its own ranking order, never shrinking a shard's DC or zone
+   spread and never pushing a donor below its `lower`. Replicas placed by
+   this same call move again for free, so any such node may take those; a
+   replica that would otherwise stay is taken only by a node below `lower`
+   (typically a new node).
 
-So adding a node moves about floor(R / (N + 1)) replicas (all onto the new
-node); removing a node moves exactly that node's replicas; a DC label change
-moves only replicas that now break DC diversity. Everything iterates in
-sorted order: the same input gives the same placement on every machine.
+So adding a node moves about floor(R / (N + 1)) replicas, all onto the new
+node; removing a node moves exactly that node's replicas; a DC label change
+moves only replicas whose shard can gain a DC. Everything iterates in sorted
+order: the same input gives the same placement on every machine.
 
 `plan_moves(old, new)` turns two placements into the list of replica moves.
 """
@@ -337,9 +341,9 @@ class _Planner:
         self.load = dict.fromkeys(self.node_ids, 0)
         self.held: dict[int, set[int]] = {node: set() for node in self.node_ids}
         self.evicted: dict[tuple[int, int], int] = {}
+        """(shard, slot) -> the node the keep pass took out of that slot."""
         self.fresh: set[tuple[int, int]] = set()
         """(shard, node) replicas placed by this call: moving them again is free."""
-        """(shard, slot) -> the node the keep pass took out of that slot."""
         self.counters = dict.fromkeys(
             ["kept", "dropped", "shed", "filled", "stolen", "swapped", "cap_overflows"], 0
         )
