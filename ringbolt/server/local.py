@@ -23,6 +23,7 @@ import asyncio
 import heapq
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import xxhash
 
@@ -36,7 +37,8 @@ def wall_clock_ms() -> int:
 
 
 class LocalService:
-    """See module docstring. Must be used from inside a running event loop."""
+    """See module docstring. Used from one running event loop (the first
+    that calls it, or the next one once that is closed)."""
 
     def __init__(self, *, limits: ServiceLimits | None = None, shards: int = 1,
                  clock_ms: Callable[[], int] = wall_clock_ms, port: int = 0) -> None:
@@ -51,6 +53,13 @@ class LocalService:
         self.writes_total = 0
         self.reads_total = 0
         self.applied_index = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _future(self) -> asyncio.Future[Any]:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.create_future()
 
     def now_ms(self) -> int:
         return self.clock_ms()
@@ -62,7 +71,7 @@ class LocalService:
         assert keys, "a write names at least one key"
         if self.shards > 1 and len({self.shard_of(key) for key in keys}) > 1:
             raise CrossShard("keys in request don't hash to the same shard")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Result] = self._future()
         future.set_result(apply_command(self.backend, command))
         self.writes_total += 1
         self.applied_index += 1
@@ -70,8 +79,7 @@ class LocalService:
 
     def submit_read(self, key: bytes, *, stale: bool = False
                     ) -> asyncio.Future[tuple[bytes, int] | None]:
-        future: asyncio.Future[tuple[bytes, int] | None] = (
-            asyncio.get_running_loop().create_future())
+        future: asyncio.Future[tuple[bytes, int] | None] = self._future()
         record = self.backend.data.get(key)
         if record is not None and record[1] != 0 and record[1] <= self.clock_ms():
             del self.backend.data[key]  # lazily forget what has expired
