@@ -26,15 +26,19 @@ SCENARIOS: list[tuple[str, dict[str, Any]]] = [
 
 
 def make_stale_read(ops: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
-    """Point a late read at the first acknowledged write's value (unique values only)."""
-    first_write = next(op for op in ops if op["type"] == "ok" and op["f"] == "write")
+    """Point a read in the second half at the first acknowledged write of its
+    key (unique values only): a later acknowledged write replaced it long ago."""
     reads = [
         i
         for i, op in enumerate(ops)
         if op["type"] == "ok" and op["f"] == "read" and i > len(ops) // 2
     ]
     mutated = [dict(op) for op in ops]
-    mutated[rng.choice(reads)]["value"] = first_write["value"]
+    read = mutated[rng.choice(reads)]
+    first_write = next(
+        op for op in ops if op["type"] == "ok" and op["f"] == "write" and op["key"] == read["key"]
+    )
+    read["value"] = first_write["value"]
     return mutated
 
 
