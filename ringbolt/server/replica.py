@@ -375,7 +375,9 @@ class Replica:
         return self.core.status()
 
     def statistics(self) -> dict[str, int]:
-        return {**self.stats, "proposals_pending": len(self.proposals),
+        core_stats = getattr(self.core, "statistics", None)
+        elections = core_stats().get("elections", 0) if callable(core_stats) else 0
+        return {**self.stats, "elections": elections, "proposals_pending": len(self.proposals),
                 "reads_pending": len(self.read_batch) + sum(
                     len(b.reads) for b in (*self.reads_waiting.values(), *self.reads_indexed)),
                 "applied": self.applied}
