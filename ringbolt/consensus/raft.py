@@ -272,7 +272,11 @@ class Raft:
         log = self.log
         if index <= log.offset:
             return
-        assert index <= log.applied, f"compact({index}) beyond applied index {log.applied}"
+        assert index <= log.committed, f"compact({index}) beyond commit {log.committed}"
+        assert index <= log.stable, f"compact({index}) beyond the persisted log {log.stable}"
+        if index > log.applied:  # the driver's state machine is ahead (e.g. after a restart)
+            log.applying = max(log.applying, index)
+            log.applied = index
         term = log.term(index)
         assert term is not None
         meta = SnapshotMeta(index=index, term=term, conf=self.confs.at(index))

@@ -202,3 +202,20 @@ def test_assembly_survives_duplicates_and_reordering() -> None:
     assembly.receive(chunk(0))
     assert assembly.receive(chunk(0, newer)).offset == 100  # a newer snapshot starts over
     assert assembly.receive(chunk(100)).reject  # chunks of the old one are refused
+
+
+def test_driver_ahead_of_the_core_after_restart_may_compact() -> None:
+    """A restarted core re-offers committed entries the driver's store already
+    applied; the driver may compact at its own applied index at once."""
+    net = Network([1, 2, 3])
+    net.elect(1)
+    net.propose(1, b"a", b"b", b"c")
+    net.stabilize()
+    net.tick()
+    net.crash(2)
+    restarted = net.restart(2)
+    assert restarted.log.applied == 0 and restarted.log.committed == 4
+    restarted.compact(4, b"image")
+    assert restarted.log.first_index == 5
+    ready = restarted.ready()
+    assert ready.committed_entries == []  # nothing below the driver's own snapshot
