@@ -1,0 +1,74 @@
+"""The client's picture of the cluster: which shard owns a key, who leads it.
+
+Theory of operation
+-------------------
+Any node answers `CLUSTER DESCRIBE` with a JSON document (its own view:
+shard count, each group's leader, every node's client address). The client
+builds a `Layout` from it and routes each key to the leader of its shard, so
+that a request costs one hop instead of a forward. The layout is only a
+hint: a stale one costs a forward (any node forwards to the leader) or a
+retry, never a wrong answer, because only the leader commits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ringbolt.shard.ring import Ring
+
+
+class LayoutError(ValueError):
+    """A node's description could not be understood."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        host, separator, port = text.rpartition(":")
+        if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f'expected "host:port", got {text!r}')
+        return cls(host.strip("[]"), int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class Layout:
+    ring: Ring
+    leaders: dict[int, int] = field(default_factory=dict)
+    """group id -> leader node id (absent when unknown)."""
+    addresses: dict[int, Address] = field(default_factory=dict)
+    """node id -> client address."""
+
+    def leader_address(self, key: bytes) -> Address | None:
+        leader = self.leaders.get(self.ring.shard_for_key(key))
+        return None if leader is None else self.addresses.get(leader)
+
+    def group_of(self, key: bytes) -> int:
+        return self.ring.shard_for_key(key)
+
+    @classmethod
+    def from_description(cls, text: str | bytes) -> Layout:
+        try:
+            description = json.loads(text)
+            shards = int(description["shards"])
+            addresses = {int(description["node_id"]): Address.parse(description["client_address"])}
+            for node_id, peer in description.get("peers", {}).items():
+                if peer.get("client_address"):
+                    addresses[int(node_id)] = Address.parse(peer["client_address"])
+            leaders = {
+                int(group["group"]): int(group["leader"])
+                for group in description.get("groups", [])
+                if group.get("leader")
+            }
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise LayoutError(f"cannot understand the cluster description: {error}") from error
+        if shards < 1:
+            raise LayoutError("cluster description has no shards")
+        return cls(Ring.uniform(list(range(shards))), leaders, addresses)
