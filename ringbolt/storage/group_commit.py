@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Callers `wal.append(...)` and then `await committer.commit()`. At most one
 `wal.sync()` runs at a time, in one dedicated worker thread. A caller that
-arrives while no sync runs starts one at once; a caller that arrives while a
+arrives while no sync runs schedules one for the next loop iteration (so
+that every caller runnable now -- typically all those woken by the previous
+round -- joins it); a caller that arrives while a
 sync runs joins the *next* round (its append may have missed the running
 sync's snapshot of the buffer), which starts as soon as the running one ends
 and covers everything appended meanwhile. So N concurrent callers cost about
@@ -36,6 +38,7 @@ class GroupCommitter:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
+        self._start_scheduled = False
         self._next_round: asyncio.Future[None] | None = None
         self._statistics = {"commits": 0, "rounds": 0, "round_callers_max": 0, "failed_rounds": 0}
         self._next_callers = 0
@@ -58,9 +61,18 @@ class GroupCommitter:
             self._next_round = loop.create_future()
         self._next_callers += 1
         round_future = self._next_round
-        if not self._running:
-            self._start_round()
+        if not self._running and not self._start_scheduled:
+            # Start on the next loop iteration, not now: callers woken by the
+            # previous round's completion are all runnable in this iteration
+            # and join this round instead of trailing one behind.
+            self._start_scheduled = True
+            loop.call_soon(self._start_if_idle)
         return round_future
+
+    def _start_if_idle(self) -> None:
+        self._start_scheduled = False
+        if not self._running and self._next_round is not None:
+            self._start_round()
 
     def _start_round(self) -> None:
         assert self._loop is not None
