@@ -191,3 +191,32 @@ def test_invalid_config_is_a_bug(overrides: dict[str, object]) -> None:
         overrides = {"read_mode": ReadMode.LEASE, "check_quorum": False}
     with pytest.raises(AssertionError):
         RaftConfig(node_id=1, voters=frozenset({1}), **overrides)  # type: ignore[arg-type]
+
+
+def test_raft_is_a_consensus_core_and_idle_nodes_have_nothing_ready() -> None:
+    from ringbolt.consensus.types import ConsensusCore
+
+    raft = Raft(RaftConfig(node_id=1, voters=frozenset({1, 2, 3})), random.Random(3))
+    assert isinstance(raft, ConsensusCore)
+    assert not raft.has_ready()
+    net = Network([1, 2, 3])
+    net.elect(1)
+    net.tick()
+    assert not any(net.nodes[n].has_ready() for n in net.ids)
+    stats = net.nodes[1].statistics()
+    assert stats["leaderships"] == 1 and stats["commit"] == 1 and stats["reads_pending"] == 0
+
+
+def test_soft_state_reports_leader_changes_once() -> None:
+    from ringbolt.consensus.messages import Heartbeat
+    from ringbolt.consensus.types import SoftState
+
+    raft = Raft(RaftConfig(node_id=2, voters=frozenset({1, 2, 3})), random.Random(3))
+    raft.step(Heartbeat(sender=1, recipient=2, term=4, commit=0))
+    first = raft.ready()
+    assert first.soft_state == SoftState(leader=1, role=Role.FOLLOWER, term=4)
+    raft.advance(first)
+    raft.step(Heartbeat(sender=1, recipient=2, term=4, commit=0))
+    again = raft.ready()
+    assert again.soft_state is None
+    assert again.hard_state is None
