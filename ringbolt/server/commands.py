@@ -49,7 +49,6 @@ class CommandError(Exception):
 
 INTERNAL_ERROR = resp.encode_error("ERR internal error")
 NOAUTH = resp.encode_error("NOAUTH Authentication required.")
-WRONGPASS = resp.encode_error("WRONGPASS invalid username-password pair or user is disabled.")
 SYNTAX = "ERR syntax error"
 NOT_INTEGER = "ERR value is not an integer or out of range"
 
@@ -193,7 +192,8 @@ COMMANDS: dict[bytes, CommandSpec] = {}
 
 
 def execute(session: Session, arguments: list[bytes]) -> Reply:
-    """Run one command; never raises for anything a client can send."""
+    """Run one command; never raises for anything a client can send. Checks
+    come in Redis' order: unknown command, arity, authentication."""
     assert arguments, "the parser never yields empty commands"
     spec = COMMANDS.get(arguments[0])
     if spec is None:
@@ -201,11 +201,11 @@ def execute(session: Session, arguments: list[bytes]) -> Reply:
         if spec is None:
             return resp.encode_error(unknown_command_message(arguments))
     session.last_command = arguments[0]
-    if not session.authenticated and not spec.allowed_unauthenticated:
-        return NOAUTH
     count = len(arguments)
     if (spec.arity > 0 and count != spec.arity) or count < -spec.arity:
         return resp.encode_error(f"ERR wrong number of arguments for '{spec.name}' command")
+    if not session.authenticated and not spec.allowed_unauthenticated:
+        return NOAUTH
     try:
         return spec.handler(session, arguments)
     except (CommandError, ServiceError) as error:
@@ -245,7 +245,7 @@ def command(name: str, arity: int, *flags: str, keys: tuple[int, int, int] = (0,
 
 # --- argument parsing ---------------------------------------------------------
 
-_INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]{0,18})")
+_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 
 
 def parse_integer(raw: bytes, message: str = NOT_INTEGER) -> int:

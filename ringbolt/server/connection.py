@@ -75,6 +75,9 @@ class ClientConnection(asyncio.Protocol):
         self._limits = limits
         self._parser = resp.RequestParser(limits.parser)
         self._queue: collections.deque[Reply] = collections.deque()
+        # Commands taken from the parser but not yet executed (the socket's
+        # write buffer filled up in the middle of a batch).
+        self._backlog: list[list[bytes]] = []
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
         self._paused_for_queue = False
@@ -142,30 +145,34 @@ class ClientConnection(asyncio.Protocol):
     def _process(self) -> None:
         """Execute buffered commands while the queue and the socket allow."""
         session = self._session
-        transport = self._transport
-        if session is None or transport is None:
+        if session is None or self._transport is None:
             return
         queue = self._queue
         out: list[bytes] = []
         out_bytes = 0
         limit_bytes = self._limits.write_batch_bytes
-        parser_empty = False
+        input_empty = False
+        executed = 0
         while not (self._closing or self._paused_for_writes):
             room = self._limits.pending_requests_max - len(queue)
             if room <= 0:
                 break
-            try:
-                batch = self._parser.commands(room)
-            except resp.ProtocolError as error:
-                self._flush(out)
-                self._protocol_error(error)
-                return
+            batch, self._backlog = self._backlog, []
             if not batch:
-                parser_empty = True
+                try:
+                    batch = self._parser.commands(room)
+                except resp.ProtocolError as error:
+                    self._flush(out)
+                    self._protocol_error(error)
+                    return
+            if not batch:
+                input_empty = True
                 break
-            self.commands_total += len(batch)
-            self._registry.commands_total += len(batch)
-            for arguments in batch:
+            for index, arguments in enumerate(batch):
+                if self._paused_for_writes:  # the client is not reading: stop here
+                    self._backlog = batch[index:]
+                    break
+                executed += 1
                 reply = execute(session, arguments)
                 if type(reply) is not bytes:
                     assert type(reply) is Pending
@@ -181,11 +188,13 @@ class ClientConnection(asyncio.Protocol):
                 if session.closing:
                     self._closing = True
                     break
-            if out_bytes >= limit_bytes:
-                self._flush(out)
-                out_bytes = 0
+                if out_bytes >= limit_bytes:
+                    self._flush(out)  # may call pause_writing()
+                    out_bytes = 0
+        self.commands_total += executed
+        self._registry.commands_total += executed
         self._flush(out)
-        if not queue and (self._closing or (self._eof and parser_empty)):
+        if not queue and (self._closing or (self._eof and input_empty)):
             self._close()
         self._update_reading()
 

@@ -168,7 +168,8 @@ def test_redis_exact_errors_leave_the_connection_usable(client: redis.Redis) -> 
     assert error_of(client, "MSET", "a", "1", "b") == (
         "wrong number of arguments for 'mset' command")
     assert error_of(client, "INCRBY", "a", "1.5") == "value is not an integer or out of range"
-    assert error_of(client, "INCRBY", "a", "01") == "value is not an integer or out of range"
+    for bad in ("01", "-0", "+1", " 1", "1_0", "", "0x1"):
+        assert error_of(client, "INCRBY", "a", bad) == "value is not an integer or out of range"
     assert error_of(client, "INCRBY", "a", "9223372036854775808") == (
         "value is not an integer or out of range")
     client.set("s", "abc")

@@ -248,3 +248,44 @@ def test_half_close_answers_everything_then_closes() -> None:
         assert transport.closed
 
     asyncio.run(scenario())
+
+
+def test_quit_behind_a_pending_reply_closes_after_answering() -> None:
+    async def scenario() -> None:
+        service = HeldService()
+        connection, transport, _ = connect(service)
+        connection.data_received(encode_request([b"GET", b"a"]) + encode_request([b"QUIT"])
+                                 + encode_request([b"PING"]))
+        assert len(service.held) == 1
+        service.release(0)
+        await settle()
+        assert transport.replies() == [None, b"OK"]
+        assert transport.closed
+
+    asyncio.run(scenario())
+
+
+def test_full_socket_stops_execution_mid_batch() -> None:
+    async def scenario() -> None:
+        service = LocalService()
+        limits = ConnectionLimits(write_batch_bytes=10)
+        connection, transport, _ = connect(service, limits)
+        original_write = transport.write
+
+        def write_and_fill(data: bytes | bytearray | memoryview) -> None:
+            original_write(data)
+            connection.pause_writing()  # the socket buffer is now "full"
+
+        transport.write = write_and_fill  # type: ignore[method-assign]
+        connection.data_received(b"".join(
+            encode_request([b"ECHO", b"%d" % i]) for i in range(20)))
+        assert 0 < connection.commands_total < 20
+        assert not transport.reading
+        for _ in range(40):
+            if connection.commands_total == 20:
+                break
+            connection.resume_writing()
+        assert connection.commands_total == 20
+        assert transport.replies() == [b"%d" % i for i in range(20)]
+
+    asyncio.run(scenario())
