@@ -359,9 +359,12 @@ class WriteAheadLog:
         record = AppendRecord(
             group_id=group_id, entries=list(entries), hard_state=hard_state, snapshot_meta=snapshot_meta
         )
-        framed = encode(record) if len(entries) != 1 or len(entries[0].data) < limits.record_bytes_max else b""
-        if not framed or len(framed) > limits.record_bytes_max:
-            raise RecordTooLarge(sum(len(e.data) for e in entries), limits.record_bytes_max)
+        data_bytes = sum(len(e.data) for e in entries)
+        if data_bytes > limits.record_bytes_max:  # refuse before paying for the encoding
+            raise RecordTooLarge(data_bytes, limits.record_bytes_max)
+        framed = encode(record)
+        if len(framed) > limits.record_bytes_max:
+            raise RecordTooLarge(len(framed), limits.record_bytes_max)
         index_max = entries[-1].index if entries else 0
         with self._lock:
             self._check_appendable(len(framed))

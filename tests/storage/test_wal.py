@@ -203,3 +203,12 @@ def test_unwritable_directory_as_unprivileged_user(tmp_path: Path) -> None:
         pytest.skip("root ignores permission bits (covered by the read-only mount test)")
     with pytest.raises(StorageDirectoryError):
         WriteAheadLog.open(directory)
+
+
+def test_record_just_over_the_limit_is_refused_typed(tmp_path: Path) -> None:
+    wal = WriteAheadLog.open(tmp_path)
+    exactly = Entry(term=1, index=1, data=b"x" * limits.record_bytes_max)  # framing tips it over
+    with pytest.raises(RecordTooLarge):
+        wal.append(1, entries=[exactly])
+    wal.append(1, entries=[entry(1)])
+    wal.close()
