@@ -205,7 +205,8 @@ def test_unwritable_directory_as_unprivileged_user(tmp_path: Path) -> None:
         WriteAheadLog.open(directory)
 
 
-def test_record_just_over_the_limit_is_refused_typed(tmp_path: Path) -> None:
+def test_record_just_over_the_limit_is_refused_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "record_bytes_max", 10_000)
     wal = WriteAheadLog.open(tmp_path)
     exactly = Entry(term=1, index=1, data=b"x" * limits.record_bytes_max)  # framing tips it over
     with pytest.raises(RecordTooLarge):
