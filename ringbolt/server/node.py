@@ -141,6 +141,8 @@ class Node:
             raise
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._drive()), loop.create_task(self._tick())]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
         log.info("node %d up: clients %s, peers %s, admin %s, %d shard(s), data %s",
                  self.node_id, self.config.client_address, self.config.peer_address,
                  self.config.admin_address, len(self.group_ids), self.config.data_dir)
@@ -239,6 +241,16 @@ class Node:
         await self._close_servers()
         await self._close_storage()
         log.info("node %d stopped", self.node_id)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """The driver and the ticker run for the node's life: if one ends with
+        an error (a bug, an unexpected storage failure), the node must stop."""
+        if task.cancelled() or self._stopping:
+            return
+        error = task.exception()
+        log.critical("node %d: %s failed, stopping", self.node_id, task.get_coro(),
+                     exc_info=error)
+        self.failed.set()
 
     async def _close_servers(self) -> None:
         if self._client_server is not None:
