@@ -17,9 +17,10 @@ history_records_max = 20_000_000
 0.5 KiB each), so longer runs should be recorded as several histories."""
 
 search_cache_entries_max = 4_000_000
-"""Most (linearized-set, state) pairs memoized while searching ONE key. Each
-entry costs roughly 150-300 bytes, so this bounds one key's search to about
-1 GiB; past it the key is reported as *unknown*, never as valid."""
+"""Most configurations memoized while searching ONE key. One costs about 80
+bytes (measured with tracemalloc; more when many indeterminate ops are kept),
+so this bounds one key's search to roughly 0.3-1 GiB; past it the key is
+reported as *unknown*, never as valid."""
 
 explanation_ops_max = 8
 """How many ops an explanation lists (tail of the longest linearization,
