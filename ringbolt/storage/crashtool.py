@@ -13,7 +13,8 @@ that segments rotate and get deleted under the kills.
 
 ``python -m ringbolt.storage.crashtool harness DIR --cycles N`` starts the
 writer (forked by a preloaded "zygote" process, or a fresh interpreter with
-``--fresh``), kills it with SIGKILL a random 2..100 ms after READY, and checks the
+``--fresh``), kills it with SIGKILL a random 2..100 ms after READY (one time
+in five: 0..10 ms after start, during recovery), and checks the
 directory: before recovery, every batch visible in LMDB is complete (no
 half-applied MPUT); after recovery, every acknowledged batch is present with
 its value. Then it starts the writer again, N times.
@@ -214,24 +215,28 @@ class Writers:
             self.zygote.wait(timeout=30)
 
     def cycle(self, rng: random.Random, acknowledged: set[tuple[int, int]]) -> None:
-        """Start a writer, SIGKILL it 2..100 ms after READY, collect its ACKs."""
+        """Start a writer, SIGKILL it 2..100 ms after READY (or, one time in
+        five, 0..10 ms after it started: during recovery), collect its ACKs."""
         seed = rng.randrange(2**32)
         delay_s = rng.uniform(0.002, 0.100)
+        during_recovery = rng.random() < 0.2  # kill before READY: mid-recovery or replay
+        if during_recovery:
+            delay_s = rng.uniform(0.0, 0.010)
         if self.zygote is None:
-            output = self._fresh_cycle(seed, delay_s)
+            output = self._fresh_cycle(seed, delay_s, during_recovery)
         else:
-            output = self._forked_cycle(seed, delay_s)
+            output = self._forked_cycle(seed, delay_s, during_recovery)
         for line in output.split(b"\n")[:-1]:  # a last line without "\n" was cut by the kill
             parts = line.split()
             if len(parts) == 3 and parts[0] == b"ACK":
                 acknowledged.add((int(parts[1]), int(parts[2])))
 
-    def _fresh_cycle(self, seed: int, delay_s: float) -> bytes:
+    def _fresh_cycle(self, seed: int, delay_s: float, during_recovery: bool) -> bytes:
         command = writer_command(self.directory, seed, self.segment_bytes_max)
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert process.stdout is not None
-            first = process.stdout.readline()
+            first = b"READY\n" if during_recovery else process.stdout.readline()
             if first != b"READY\n":
                 _, error = process.communicate(timeout=30)
                 raise RuntimeError(f"writer did not start: {first!r} {error.decode(errors='replace')}")
@@ -244,7 +249,7 @@ class Writers:
                 process.wait(timeout=30)
         return output
 
-    def _forked_cycle(self, seed: int, delay_s: float) -> bytes:
+    def _forked_cycle(self, seed: int, delay_s: float, during_recovery: bool) -> bytes:
         assert self.zygote is not None and self.zygote.stdin is not None
         assert self.zygote.stdout is not None
         self.zygote.stdin.write(f"spawn {seed}\n".encode())
@@ -260,7 +265,7 @@ class Writers:
                 ready = True
             elif line.startswith(b"EXIT "):
                 raise RuntimeError("the writer died before it was killed (see stderr)")
-            if pid and ready:
+            if pid and (ready or during_recovery):
                 break
         time.sleep(delay_s)
         os.kill(pid, signal.SIGKILL)
@@ -268,7 +273,8 @@ class Writers:
             line = self.zygote.stdout.readline()
             if not line or line == f"EXIT {pid}\n".encode():
                 break
-            lines.append(line)
+            if line != b"READY\n":
+                lines.append(line)
         return b"".join(lines)
 
 
