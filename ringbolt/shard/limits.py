@@ -41,6 +41,11 @@ replicas placed in the same planning call, which costs no extra move; it looks
 at its this-many most preferred shards only. This polish is optional, so it is
 capped to keep a 10,000-shard, 100-node placement to about a second."""
 
+augmenting_path_steps_max = 200_000
+"""Node visits one augmenting-path search may make (about 0.1 s of Python).
+Paths are needed only when caps are nearly exhausted; in tiny clusters they
+are short, and in large ones a failed search must not cost minutes."""
+
 label_chars_max = 64
 """Length of a `dc` or `zone` label."""
 

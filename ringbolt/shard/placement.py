@@ -55,6 +55,7 @@ from typing import Any
 import xxhash
 
 from ringbolt.shard.limits import (
+    augmenting_path_steps_max,
     balance_scan_shards_max,
     epsilon_default,
     epsilon_max,
@@ -348,6 +349,8 @@ class _Planner:
             ["kept", "dropped", "shed", "filled", "stolen", "swapped", "cap_overflows"], 0
         )
         self._ranked: dict[int, list[int]] = {}
+        self._hopeless: set[frozenset[str]] = set()
+        """DC sets for which a DC-spreading augmenting path was not found."""
         slack = Fraction(epsilon).limit_denominator(1_000_000)
         shard_count = len(self.shards)
         self.cap, self.tight, self.lower, self.target = {}, {}, {}, {}
@@ -472,9 +475,14 @@ class _Planner:
         ):
             return evicted
         if best < 0 or best_level >= _LEVEL_SAME_DC:
-            freed = self._make_room(shard, holders, used_dcs if need_new_dc else set(), True)
+            avoid = frozenset(used_dcs if need_new_dc else ())
+            freed = -1
+            if avoid not in self._hopeless:
+                freed = self._make_room(shard, holders, avoid, True)
+                if freed < 0:
+                    self._hopeless.add(avoid)  # loads only grow: do not search again
             if freed < 0 and best < 0:
-                freed = self._make_room(shard, holders, set(), False)
+                freed = self._make_room(shard, holders, frozenset(), False)
             best = freed if freed >= 0 else best
         if best < 0:
             # No swap frees a node either (tiny clusters): overflow the bound
@@ -485,7 +493,9 @@ class _Planner:
             best = min(spare, key=lambda node: (load[node] * 1.0 / self.by_id[node].weight, node))
         return best
 
-    def _make_room(self, shard: int, holders: list[int], avoid_dcs: set[str], strict: bool) -> int:
+    def _make_room(
+        self, shard: int, holders: list[int], avoid_dcs: frozenset[str], strict: bool
+    ) -> int:
         """No acceptable node is below cap: free one along an augmenting path.
 
         Breadth-first from the non-holders of `shard` (outside `avoid_dcs`):
@@ -493,16 +503,21 @@ class _Planner:
         (if `strict`, only when t keeps its DC and zone spread); the first y
         below cap ends the path, every hand-over along it is applied, and the
         path's first node has room for `shard`. Returns it, or -1. Without
-        `strict` a path exists whenever the caps admit any placement.
+        `strict` a path exists whenever the caps admit any placement; the
+        search gives up after `augmenting_path_steps_max` steps.
         """
         starts = [x for x in self.ranked(shard) if x not in holders]
         starts = [x for x in starts if self.by_id[x].dc not in avoid_dcs]
         parent: dict[int, tuple[int, int] | None] = dict.fromkeys(starts)
         queue = deque(starts)
+        steps = 0
         while queue:
             x = queue.popleft()
             for other in sorted(self.held[x]):
                 other_slots = self.slots[other]
+                steps += len(self.node_ids)
+                if steps > augmenting_path_steps_max:
+                    return -1
                 for y in self.node_ids:
                     if y in parent or y in other_slots:
                         continue

@@ -305,3 +305,20 @@ def test_place_refuses_bad_nodes_and_shards() -> None:
         PlacementNode(node_id=1, weight=0)
     with pytest.raises(PlacementError, match="node id"):
         PlacementNode(node_id=-1)
+
+
+def test_a_tiny_dc_fills_to_its_cap_and_the_rest_double_up() -> None:
+    # dc2 has one node: it can hold at most cap replicas, one per shard, so
+    # exactly shards - cap shards cannot span three DCs. The hard bound wins.
+    nodes = [PlacementNode(node_id=i, dc=f"dc{i % 2}", zone=f"z{i % 3}") for i in range(30)]
+    nodes.append(PlacementNode(node_id=99, dc="dc2"))
+    shards = list(range(600))
+    placement, counters = place_with_statistics(nodes, shards)
+    config = Config(nodes=nodes, shard_ids=shards, replicas=3, epsilon=0.1)
+    assert_valid(placement, config)
+    lonely_cap = caps(config)[99]
+    assert placement.loads()[99] == lonely_cap
+    assert dc_violations(placement, nodes, 3) == len(shards) - lonely_cap
+    assert counters["cap_overflows"] == 0
+    again = place(nodes, shards, previous=placement)
+    assert plan_moves(placement, again) == []  # no churn chasing an impossible spread
