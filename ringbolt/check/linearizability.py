@@ -133,6 +133,9 @@ class LinearizabilityResult:
     model: str
     violations: list[KeyViolation] = field(default_factory=list)
     unknown_keys: list[str] = field(default_factory=list)
+    statistics: dict[str, int] = field(default_factory=dict)
+    """ops_searched (after dropping ops that cannot matter), configurations
+    (memoized search states), steps (search loop iterations)."""
 
     @property
     def verdict(self) -> str:
@@ -147,6 +150,7 @@ class LinearizabilityResult:
             "keys_checked": self.keys_checked,
             "violations": [violation.to_dict() for violation in self.violations],
             "unknown_keys": list(self.unknown_keys),
+            "statistics": dict(self.statistics),
         }
 
 
@@ -187,10 +191,13 @@ def check_history(
         ops_checked=sum(len(operations) for operations in by_key.values()),
         keys_checked=len(by_key),
         model=spec.name,
+        statistics={"ops_searched": 0, "configurations": 0, "steps": 0},
     )
     for key in sorted(by_key, key=lambda k: (len(by_key[k]), k)):
         try:
-            violation = check_key(key, by_key[key], spec, deadline=deadline, clock=clock)
+            violation = check_key(
+                key, by_key[key], spec, deadline=deadline, clock=clock, statistics=result.statistics
+            )
         except SearchAborted:
             result.unknown_keys.append(key)
             continue
@@ -240,13 +247,26 @@ def check_key(
     *,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    statistics: dict[str, int] | None = None,
 ) -> KeyViolation | None:
-    """The violation of one key's sub-history, or None if it is linearizable."""
+    """The violation of one key's sub-history, or None if it is linearizable.
+
+    Raises `SearchAborted` past `deadline` or the cache bound; adds its
+    counters to `statistics` (even then)."""
     searched = _relevant(operations, model)
     impossible = _impossible_read(key, searched, model)
     if impossible is not None:
         return impossible
-    return _Search(key, searched, model, deadline, clock).run()
+    search = _Search(key, searched, model, deadline, clock)
+    try:
+        return search.run()
+    finally:
+        if statistics is not None:
+            statistics["ops_searched"] = statistics.get("ops_searched", 0) + len(searched)
+            statistics["configurations"] = (
+                statistics.get("configurations", 0) + search.cache_entries
+            )
+            statistics["steps"] = statistics.get("steps", 0) + search.steps
 
 
 def _relevant(operations: list[Operation], model: Model) -> list[Operation]:
@@ -360,6 +380,7 @@ class _Search:
         self.placed = [False] * len(operations)
         self.cache: dict[tuple[int, int, State], list[int]] = {}
         self.cache_entries = 0
+        self.steps = 0
         ranks = {False: 0, True: 0}  # ops are in invoke order; required/optional ranked apart
         self.rank: list[int] = []
         for is_optional in self.optional:
@@ -398,6 +419,7 @@ class _Search:
         while required_left:
             steps += 1
             if not steps & (limits.deadline_check_steps - 1):
+                self.steps = steps
                 self._check_bounds()
             i, forced = -1, False
             if fresh:  # a new configuration: a no-op that may go next goes next
@@ -437,6 +459,7 @@ class _Search:
                 self.best_state = state
             while True:
                 if not stack:
+                    self.steps = steps
                     return self._violation()
                 i, state, placement, forced = stack.pop()
                 required_left += not optional[i]
@@ -445,6 +468,7 @@ class _Search:
                 if not forced:  # a forced no-op never hides a solution: keep unwinding
                     break
             entry, optional_pass = next_[2 * i], optional[i]
+        self.steps = steps
         return None
 
     def _visit(self, placement: _Placement, state: State) -> bool:

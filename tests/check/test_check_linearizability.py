@@ -155,7 +155,12 @@ def test_result_to_dict_is_json_ready() -> None:
         "keys_checked",
         "violations",
         "unknown_keys",
+        "statistics",
     }
+    # the write is placed, then the read of absent cannot follow: one configuration
+    statistics = report["statistics"]
+    assert (statistics["ops_searched"], statistics["configurations"]) == (2, 1)
+    assert statistics["steps"] > 0
     [violation] = report["violations"]
     assert violation["key"] == "k"
     assert violation["op"]["output"] is None
