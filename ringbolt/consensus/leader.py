@@ -15,7 +15,8 @@ state, up to `inflight_msgs_max` pipelined batches of up to
 `entries_per_msg_max` entries / `bytes_per_msg_max` bytes in REPLICATE
 state, snapshot chunks (stop-and-wait) in SNAPSHOT state. Many proposals made
 between two Readys therefore travel in one message. The commit index reaches
-followers with the next AppendEntries or heartbeat.
+followers with the next AppendEntries or, if `flush` has none to send, with
+a heartbeat sent at once (`Progress.commit_sent` tracks what each was told).
 
 ReadIndex: a read records the commit index when it arrives and waits for
 the next heartbeat round (`read_seq`) to be acknowledged by a quorum, which
