@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ringbolt.consensus.types import Entry, HardState
 from ringbolt.storage import limits
@@ -175,3 +177,29 @@ def test_leftover_temporary_segment_is_removed(tmp_path: Path) -> None:
     assert recovered_indices(tmp_path) == [1, 2, 3]
     assert not leftover.exists()
     assert not os.path.exists(tmp_path / segment_name(1))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.floats(min_value=0.0, max_value=0.9999), mask=st.integers(min_value=1, max_value=255))
+def test_any_damaged_byte_is_refused_or_costs_only_the_damaged_tail(
+    tmp_path_factory: pytest.TempPathFactory, position: float, mask: int
+) -> None:
+    """Whatever byte is damaged, the log either refuses to open (touching
+    nothing) or recovers exactly the records before the damaged one."""
+    directory = tmp_path_factory.mktemp("damage")
+    offsets = write_log(directory, 8)
+    path = directory / segment_name(0)
+    data = bytearray(path.read_bytes())
+    offset = len(SEGMENT_MAGIC) + int(position * (len(data) - len(SEGMENT_MAGIC)))
+    data[offset] ^= mask
+    path.write_bytes(bytes(data))
+    before = fingerprint(directory)
+    damaged_record = sum(1 for start in offsets if start <= offset)  # 0: the state record
+    try:
+        indices = recovered_indices(directory)
+    except WalCorruption as error:
+        assert error.offset <= offset
+        assert fingerprint(directory) == before
+        return
+    assert damaged_record == len(offsets)  # only damage to the last record is a torn tail
+    assert indices == list(range(1, damaged_record))
