@@ -413,9 +413,8 @@ class WriteAheadLog:
                 return
             self._write_durably(batch)
             self._publish(batch)
-            if self._active_bytes >= self._segment_bytes_max:
-                self._rotate()
-            if any(p.checkpoint for p in batch) or any(p.snapshot_meta for p in batch):
+            rotated = self._active_bytes >= self._segment_bytes_max and self._rotate()
+            if rotated or any(p.checkpoint or p.snapshot_meta for p in batch):
                 self._delete_obsolete_segments()
 
     def _write_durably(self, batch: list[_Pending]) -> None:
@@ -476,16 +475,17 @@ class WriteAheadLog:
         self._statistics["bytes_written"] += sum(len(p.framed) for p in batch)
         self._statistics["batch_records_max"] = max(self._statistics["batch_records_max"], len(batch))
 
-    def _rotate(self) -> None:
+    def _rotate(self) -> bool:
         seq = self._segments[-1].seq + 1
         try:
             new_fd = self._create_segment_file(seq)
         except OSError:
             self._statistics["rotation_failures"] += 1
-            return  # keep appending to the current segment; retried next sync
+            return False  # keep appending to the current segment; retried next sync
         os.close(self._active_fd)
         self._active_fd = new_fd
         self._active_bytes = os.fstat(new_fd).st_size
+        return True
 
     def _create_segment(self, seq: int) -> None:
         try:

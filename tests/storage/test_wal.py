@@ -213,3 +213,26 @@ def test_record_just_over_the_limit_is_refused_typed(tmp_path: Path, monkeypatch
         wal.append(1, entries=[exactly])
     wal.append(1, entries=[entry(1)])
     wal.close()
+
+
+def test_checkpointed_active_segment_is_deleted_once_it_rotates(tmp_path: Path) -> None:
+    wal = WriteAheadLog.open(tmp_path, segment_bytes_max=limits.segment_bytes_min)
+    for index in range(1, 61):
+        wal.append(1, entries=[entry(index, size=100)])
+        wal.sync()
+    wal.append(1, snapshot_meta=SnapshotMeta(index=60, term=1, conf=CONF))
+    wal.compact(1, 60)
+    wal.sync()
+    assert len(list(tmp_path.glob("*.wal"))) == 1  # only the active one is left
+    first_active = sorted(tmp_path.glob("*.wal"))[0]
+    for commit in range(1, 200):  # hard states only (votes, commits) fill it up
+        wal.append(1, hard_state=HardState(term=2, vote=1, commit=commit))
+        wal.sync()
+    assert not first_active.exists()
+    assert wal.statistics()["segments_created"] >= 2
+    wal = reopen(wal, tmp_path, segment_bytes_max=limits.segment_bytes_min)
+    state = wal.recovered()[1]
+    assert state.hard_state == HardState(term=2, vote=1, commit=199)
+    assert state.entries == []
+    assert state.snapshot is not None and state.snapshot.meta.index == 60
+    wal.close()
