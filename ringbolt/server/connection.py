@@ -101,7 +101,11 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, error: Exception | None) -> None:
         self._closing = True
+        for reply in self._queue:
+            if type(reply) is Pending:  # nobody will read these outcomes now
+                reply.future.add_done_callback(_forget_outcome)
         self._queue.clear()
+        self._backlog = []
         if self._session is not None:
             self._registry.close(self._session)
             self._session = None
@@ -269,6 +273,11 @@ class ClientConnection(asyncio.Protocol):
         self._closing = True
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
+
+
+def _forget_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # mark it retrieved: no "never retrieved" warning
 
 
 async def serve_clients(service: KeyValueService, host: str, port: int, *,

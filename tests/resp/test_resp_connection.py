@@ -4,6 +4,7 @@ order of replies, bounded pending requests, failures that must not kill it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from typing import Any
 
@@ -289,3 +290,25 @@ def test_full_socket_stops_execution_mid_batch() -> None:
         assert transport.replies() == [b"%d" % i for i in range(20)]
 
     asyncio.run(scenario())
+
+
+def test_outcomes_after_disconnect_are_dropped_quietly() -> None:
+    reports: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, report: reports.append(report))
+        service = HeldService()
+        connection, transport, registry = connect(service)
+        connection.data_received(encode_request([b"GET", b"a"]) + encode_request([b"GET", b"b"]))
+        connection.connection_lost(ConnectionResetError())
+        service.held[0][0].set_exception(Unavailable("no leader"))
+        service.release(1)
+        await settle()
+        assert transport.written == b""
+        assert registry.statistics()["connected_clients"] == 0
+        service.held.clear()
+        del connection
+        gc.collect()
+
+    asyncio.run(scenario())
+    assert reports == []
