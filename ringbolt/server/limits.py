@@ -60,6 +60,11 @@ reconnect_backoff_initial_s = 0.05
 reconnect_backoff_max_s = 2.0
 """Bounded exponential backoff (with jitter) for re-dialling a peer."""
 
+rounds_inflight_max = 2
+"""Driver rounds prepared (appended to the WAL, sync requested) but not yet
+finished (sent, applied). Two lets the next round's appends queue behind the
+running fdatasync instead of waiting for the whole previous round."""
+
 scan_cursors_max = 4_096
 """SCAN cursors a node remembers (oldest forgotten first)."""
 

@@ -36,6 +36,7 @@ node's own stall never fires its election timer several times at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import itertools
@@ -49,7 +50,7 @@ from typing import Any
 from ringbolt import limits as project
 from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_message
 from ringbolt.consensus.raft import Raft, RaftConfig
-from ringbolt.consensus.types import NotLeader, PersistentState, Role, Snapshot
+from ringbolt.consensus.types import NotLeader, PersistentState, Ready, Role, Snapshot
 from ringbolt.kv.machine import CommandFailed, Result
 from ringbolt.server import limits
 from ringbolt.server.config import NodeConfig
@@ -112,6 +113,7 @@ class Node:
         self._work = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._finishing: collections.deque[asyncio.Future[None]] = collections.deque()
         self._lock_file: Any = None
         self._wal: Any = None
         self._background_sync: asyncio.Task[None] | None = None
@@ -231,6 +233,9 @@ class Node:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._finishing:  # let the rounds in flight finish (bounded by their sync)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*self._finishing), 5.0)
         error = Unavailable("the node is shutting down; the outcome of the write is unknown")
         for replica in self.replicas.values():
             replica.fail_all(error)
@@ -242,14 +247,15 @@ class Node:
         await self._close_storage()
         log.info("node %d stopped", self.node_id)
 
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
+    def _task_ended(self, task: asyncio.Future[None]) -> None:
         """The driver and the ticker run for the node's life: if one ends with
         an error (a bug, an unexpected storage failure), the node must stop."""
         if task.cancelled() or self._stopping:
             return
         error = task.exception()
-        log.critical("node %d: %s failed, stopping", self.node_id, task.get_coro(),
-                     exc_info=error)
+        if error is None:
+            return
+        log.critical("node %d: %r failed, stopping", self.node_id, task, exc_info=error)
         self.failed.set()
 
     async def _close_servers(self) -> None:
@@ -278,14 +284,29 @@ class Node:
     # -- the driver ---------------------------------------------------------------
 
     async def _drive(self) -> None:
+        """Prepare a round as soon as there is work, even while earlier rounds
+        wait for their fsync (at most `rounds_inflight_max` in flight); rounds
+        finish -- send, apply, advance -- strictly in order."""
+        finishing = self._finishing
         while True:
             await self._work.wait()
+            while finishing and finishing[0].done():
+                finishing.popleft().result()  # a failed round stops the node
+            if len(finishing) >= limits.rounds_inflight_max:
+                await asyncio.wait([finishing[0]])
+                continue  # `_work` is still set
             self._work.clear()
-            await self._round()
-            if any(r.core.has_ready() for r in self.replicas.values()):
-                self._work.set()
+            prepared = self._prepare()
+            if prepared is None:
+                continue
+            previous = finishing[-1] if finishing else None
+            task = asyncio.ensure_future(self._finish(*prepared, previous))
+            task.add_done_callback(self._task_ended)
+            finishing.append(task)
 
-    async def _round(self) -> None:
+    def _prepare(self) -> tuple[list[tuple[Replica, Ready]], asyncio.Future[None] | None] | None:
+        """Take every replica's Ready, append them all to the WAL, start ONE
+        sync for all of them, and apply what was already durable meanwhile."""
         readies = []
         for replica in self.replicas.values():
             replica.issue_reads()
@@ -293,7 +314,7 @@ class Node:
             if ready is not None:
                 readies.append((replica, ready))
         if not readies:
-            return
+            return None
         self.stats["rounds"] += 1
         self.stats["readies"] += len(readies)
         must_sync = False
@@ -314,6 +335,13 @@ class Node:
                 self._background_sync = asyncio.ensure_future(self._sync())
         for replica, ready in readies:
             replica.apply(ready, durable_only=True)  # while the WAL syncs
+        return readies, syncing
+
+    async def _finish(self, readies: list[tuple[Replica, Ready]],
+                      syncing: asyncio.Future[None] | None,
+                      previous: asyncio.Future[None] | None) -> None:
+        if previous is not None:
+            await previous
         if syncing is not None:
             await syncing
         for replica, ready in readies:
@@ -322,6 +350,8 @@ class Node:
         for replica, ready in readies:
             replica.apply(ready)
             replica.advance(ready)
+        if any(r.core.has_ready() for r in self.replicas.values()):
+            self._work.set()
 
     async def _sync(self) -> None:
         """ONE fdatasync for every group's appends of the round (in a worker thread).

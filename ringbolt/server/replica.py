@@ -139,6 +139,9 @@ class Replica:
         """Batches whose ReadIndex round is in flight, by context."""
         self.reads_indexed: list[_ReadBatch] = []
         """Batches with a read index, waiting for apply to reach it."""
+        self.unsynced: dict[int, int] = {}
+        """Rounds appended to the WAL whose sync has not completed: id(ready) ->
+        first index they appended (0 for a snapshot)."""
         self._contexts = itertools.count(int(clock() * 1e9))
         """ReadIndex contexts, unique across restarts of this node: an answer to a
         previous incarnation's read may still arrive and must match nothing."""
@@ -225,6 +228,10 @@ class Replica:
             self.compacted = self.checkpointed = snapshot.meta.index
             self.stats["snapshots_installed"] += 1
             self._fail_covered(snapshot.meta.index)
+        if snapshot is not None:
+            self.unsynced[id(ready)] = 0  # nothing is durable-only applied meanwhile
+        elif ready.entries:
+            self.unsynced[id(ready)] = ready.entries[0].index
         if ready.entries or ready.hard_state is not None or snapshot is not None:
             self.log.append(self.storage_id, entries=ready.entries, hard_state=ready.hard_state,
                             snapshot_meta=None if snapshot is None else snapshot.meta)
@@ -232,17 +239,19 @@ class Replica:
     def apply(self, ready: Ready, *, durable_only: bool = False) -> None:
         """Step 3: apply committed entries (one store transaction), answer futures.
 
-        With `durable_only`, apply only the committed entries persisted by an
-        EARLIER round (those below this Ready's first new entry): the node does
-        that while the WAL sync of this round runs, so a commit does not wait
-        for an unrelated fsync before the client hears about it."""
+        With `durable_only`, apply only committed entries already made durable
+        by a completed sync: those below the first entry appended by any round
+        whose sync is still running (`unsynced`). The node does that while the
+        WAL syncs, so a commit does not wait for an unrelated fsync before the
+        client hears about it."""
         entries = [e for e in ready.committed_entries if e.index > self.applied]
         if durable_only:
-            if ready.snapshot is not None:
-                return
-            if ready.entries:
-                first_new = ready.entries[0].index
-                entries = [e for e in entries if e.index < first_new]
+            floor = min(self.unsynced.values(), default=entries[-1].index + 1 if entries else 0)
+            entries = [e for e in entries if e.index < floor]
+            if entries and entries[0].index != self.applied + 1:
+                return  # an earlier round still has entries to apply after its sync
+        else:
+            self.unsynced.pop(id(ready), None)  # its sync has completed
         if entries:
             assert entries[0].index == self.applied + 1, "committed entries must be contiguous"
             results = self.store.apply(self.storage_id, entries)
