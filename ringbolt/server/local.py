@@ -20,11 +20,13 @@ meanwhile; each call costs O(number of keys).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import click
 import xxhash
 
 from ringbolt import limits as project
@@ -137,3 +139,30 @@ class LocalService:
                         "commit_index": self.applied_index,
                         "applied_index": self.applied_index}],
         }
+
+
+@click.command(name="dev")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=6379, show_default=True, type=int)
+@click.option("--requirepass", default=None, help="Require AUTH with this password.")
+@click.option("--shards", default=1, show_default=True, type=int,
+              help="Refuse multi-key writes spanning this many hash shards.")
+def dev(host: str, port: int, requirepass: str | None, shards: int) -> None:
+    """Serve RESP from one in-memory LocalService: no replication, no disk."""
+    import uvloop
+
+    from ringbolt.server.connection import serve_clients
+
+    limits = ServiceLimits(key_bytes_max=project.key_bytes_max,
+                           value_bytes_max=project.value_bytes_max, requirepass=requirepass)
+
+    async def run() -> None:
+        service = LocalService(limits=limits, shards=shards, port=port)
+        server = await serve_clients(service, host, port)
+        click.echo(f"ringbolt dev: serving {host}:{port} (in memory, not replicated)")
+        async with server:
+            await server.serve_forever()
+
+    uvloop.install()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())

@@ -49,3 +49,13 @@ def test_redis_benchmark_completes(shared_server: ServerThread) -> None:
     assert [line.split(":")[0] for line in finished] == ["SET", "GET"]
     assert "error" not in result.stdout.lower() + result.stderr.lower()
     assert "WARNING" not in result.stderr
+
+
+def test_dev_command_help() -> None:
+    from click.testing import CliRunner
+
+    from ringbolt.server.local import dev
+
+    result = CliRunner().invoke(dev, ["--help"])
+    assert result.exit_code == 0
+    assert "--requirepass" in result.output
