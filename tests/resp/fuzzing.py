@@ -21,6 +21,7 @@ Frames only use keys under `fz:`; the healthy client uses `healthy:`.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import random
 import socket
 import time
@@ -243,7 +244,11 @@ def fuzz_server(host: str, port: int, *, seed: int, frames_total: int = 10_000,
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         for batch in connection_batches(seed, frames_total, frames_per_connection):
             payload = b"".join(batch)
-            cuts = sorted(rng.sample(range(len(payload) + 1), min(3, len(payload) + 1)))
+            if rng.random() < 0.5:  # cut anywhere
+                cuts = sorted(rng.sample(range(len(payload) + 1), min(3, len(payload) + 1)))
+            else:  # cut between frames (whole pipelines per read: the parser's fast path)
+                boundaries = list(itertools.accumulate(len(frame) for frame in batch))
+                cuts = sorted(rng.sample(boundaries, min(3, len(boundaries))))
             jobs.append(pool.submit(_run_connection, host, port, payload, cuts, timeout_s))
             report.connections += 1
             report.frames += len(batch)
