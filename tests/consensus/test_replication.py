@@ -209,3 +209,14 @@ def test_uncommitted_entries_are_bounded() -> None:
         for _ in range(limits.uncommitted_entries_max + 1):
             leader.propose(b"")
     assert leader.log.last_index - leader.log.committed == limits.uncommitted_entries_max
+
+
+def test_proposed_entries_are_ordinary_entries() -> None:
+    net = Network([1])
+    leader = net.elect(1)
+    term, index = leader.propose(b"payload")
+    entry = leader.log.entry(index)
+    assert entry == Entry(term=term, index=index, kind=EntryKind.NORMAL, data=b"payload")
+    assert hash(entry) == hash(Entry(term=term, index=index, data=b"payload"))
+    with pytest.raises(AttributeError):
+        entry.term = 9  # type: ignore[misc]
