@@ -218,8 +218,8 @@ class Node:
         except OSError as error:
             address = getattr(config, step)
             await self._close_servers()
-            raise StartupError(f"{step} {address}: cannot listen: "
-                               f"{error.strerror or error}") from None
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise StartupError(f"{step} {address}: cannot listen: {reason}") from None
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, finish the round, sync the WAL, close."""

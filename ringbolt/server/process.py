@@ -60,8 +60,10 @@ def ports_free(nodes: int, base_port: int) -> bool:
     return True
 
 
-def find_base_port(nodes: int, start: int = 20000, stop: int = 60000, step: int = 317) -> int:
-    """A base port whose whole layout is free right now (bounded search)."""
+def find_base_port(nodes: int, start: int = 20000, stop: int = 32000, step: int = 317) -> int:
+    """A base port whose whole layout is free right now (bounded search). It
+    stays below Linux's ephemeral range (32768+): a port in that range may be
+    taken at any moment by some outgoing connection, e.g. a peer dial."""
     for base in range(start, stop, step):
         if ports_free(nodes, base):
             return base
