@@ -142,3 +142,23 @@ def test_corrupt_wal_stops_startup_with_one_line(tmp_path: Path) -> None:
     line = one_line(done)
     assert line.startswith(f"startup error: data_dir {config.data_dir}"), line
     assert "corrupt" in line
+
+
+def test_fsync_off_still_persists_on_graceful_stop(tmp_path: Path) -> None:
+    config = single_node(tmp_path, fsync=False)
+    path = write(tmp_path, render_config(config))
+    process = start(path, config)
+    client = redis.Redis(port=config.client_address.port, socket_timeout=10)
+    pipe = client.pipeline(transaction=False)
+    for i in range(500):
+        pipe.set(f"k{i}", f"v{i}")
+    assert all(pipe.execute())
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    process = start(path, config)
+    try:
+        client = redis.Redis(port=config.client_address.port, socket_timeout=10)
+        assert client.mget([f"k{i}" for i in range(500)]) == [f"v{i}".encode() for i in range(500)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
