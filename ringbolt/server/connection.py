@@ -57,6 +57,9 @@ class ConnectionLimits:
     write_batch_bytes: int = 256 * 1024
     """Replies are gathered up to this size before one transport.write."""
     parser: resp.ParserLimits = resp.DEFAULT_LIMITS
+    parser_unauthenticated: resp.ParserLimits = resp.UNAUTHENTICATED_LIMITS
+    """Caps before AUTH (when the service requires a password); until then
+    requests are also parsed one at a time, so AUTH lifts them for the next."""
 
     def __post_init__(self) -> None:
         assert self.pending_requests_max >= 2
@@ -84,6 +87,7 @@ class ClientConnection(asyncio.Protocol):
         self._paused_for_writes = False
         self._closing = False
         self._eof = False
+        self._parser_authenticated = True
         self.commands_total = 0
         self.pending_peak = 0
 
@@ -98,6 +102,8 @@ class ClientConnection(asyncio.Protocol):
         if self._session is None:
             self._transport.write(MAX_CLIENTS_ERROR)
             self._close()
+        elif not self._session.authenticated:
+            self._update_parser_limits(self._session)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._closing = True
@@ -161,6 +167,8 @@ class ClientConnection(asyncio.Protocol):
             room = self._limits.pending_requests_max - len(queue)
             if room <= 0:
                 break
+            if not self._parser_authenticated:
+                room = 1  # AUTH must change the caps before the next request is parsed
             batch, self._backlog = self._backlog, []
             if not batch:
                 try:
@@ -178,6 +186,8 @@ class ClientConnection(asyncio.Protocol):
                     break
                 executed += 1
                 reply = execute(session, arguments)
+                if session.authenticated is not self._parser_authenticated:
+                    self._update_parser_limits(session)
                 if type(reply) is not bytes:
                     assert type(reply) is Pending
                     if queue or not reply.future.done():
@@ -201,6 +211,11 @@ class ClientConnection(asyncio.Protocol):
         if not queue and (self._closing or (self._eof and input_empty)):
             self._close()
         self._update_reading()
+
+    def _update_parser_limits(self, session: Session) -> None:
+        self._parser_authenticated = session.authenticated
+        self._parser.set_limits(self._limits.parser if session.authenticated
+                                else self._limits.parser_unauthenticated)
 
     def _enqueue(self, reply: Reply) -> None:
         queue = self._queue

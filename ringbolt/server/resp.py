@@ -73,6 +73,9 @@ class ParserLimits:
     """Sum of argument sizes of one request."""
     buffered_bytes_max: int = project.request_bytes_max + 64 * project.KIB
     """Bytes held while waiting for the rest of a request."""
+    unauthenticated: bool = False
+    """Limits for a client that has not authenticated yet (Redis' wording in
+    errors: "unauthenticated multibulk length", "unauthenticated bulk length")."""
 
     def __post_init__(self) -> None:
         assert 16 <= self.inline_bytes_max <= self.buffered_bytes_max
@@ -82,6 +85,12 @@ class ParserLimits:
 
 
 DEFAULT_LIMITS = ParserLimits()
+
+UNAUTHENTICATED_LIMITS = ParserLimits(
+    bulk_bytes_max=16 * project.KIB, array_items_max=10, request_bytes_max=160 * project.KIB,
+    buffered_bytes_max=256 * project.KIB, unauthenticated=True)
+"""What a client may send before AUTH when a password is required (Redis: 10
+arguments of at most 16 KiB): a stranger cannot make the server buffer much."""
 
 FAST_CHUNK_BYTES_MAX = 256 * project.KIB
 """Largest input chunk the hiredis fast path decodes at once (one socket read
@@ -108,10 +117,12 @@ class RequestParser:
         "_limits", "_buffer", "_position", "_chunks", "_chunks_bytes", "_wanted_bytes",
         "_arguments", "_remaining", "_bulk_bytes", "_request_bytes", "_error",
         "_ready", "_ready_index", "_ready_bytes", "_fast_bytes_max", "_reader",
+        "_fast_path_enabled",
     )
 
     def __init__(self, limits: ParserLimits = DEFAULT_LIMITS, *, fast_path: bool = True) -> None:
         self._limits = limits
+        self._fast_path_enabled = fast_path
         self._buffer = b""
         self._position = 0
         # Chunks received while a known-size bulk is incomplete; joined once.
@@ -129,9 +140,15 @@ class RequestParser:
         self._ready: list[list[bytes]] = []
         self._ready_index = 0
         self._ready_bytes = 0
-        self._fast_bytes_max = min(FAST_CHUNK_BYTES_MAX, limits.bulk_bytes_max,
-                                   limits.array_items_max) if fast_path else 0
+        self._fast_bytes_max = 0
         self._reader = hiredis.Reader()
+        self.set_limits(limits)
+
+    def set_limits(self, limits: ParserLimits) -> None:
+        """Apply other caps from the next byte parsed on (e.g. after AUTH)."""
+        self._limits = limits
+        self._fast_bytes_max = min(FAST_CHUNK_BYTES_MAX, limits.bulk_bytes_max,
+                                   limits.array_items_max) if self._fast_path_enabled else 0
 
     def buffered_bytes(self) -> int:
         return len(self._buffer) - self._position + self._chunks_bytes + self._ready_bytes
@@ -330,7 +347,8 @@ class RequestParser:
         else:
             self._fail("invalid multibulk length")
         if count > self._limits.array_items_max:
-            self._fail("invalid multibulk length")
+            self._fail("unauthenticated multibulk length" if self._limits.unauthenticated
+                       else "invalid multibulk length")
         self._remaining = count
         self._bulk_bytes = -1
         return line_end + 2
@@ -373,7 +391,8 @@ class RequestParser:
                     self._fail("invalid bulk length")
                 size = int(text)
                 if size > limits.bulk_bytes_max:
-                    self._fail("invalid bulk length")
+                    self._fail("unauthenticated bulk length" if limits.unauthenticated
+                               else "invalid bulk length")
                 self._request_bytes += size
                 if self._request_bytes > limits.request_bytes_max:
                     self._fail("request too large")

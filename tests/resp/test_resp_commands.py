@@ -14,6 +14,7 @@ from redis.retry import Retry
 from resp_harness import ServerThread, start_server
 
 from ringbolt.server.local import LocalService
+from ringbolt.server.resp import encode_request
 from ringbolt.server.service import ServiceLimits
 
 
@@ -417,3 +418,21 @@ def test_reset(client: redis.Redis) -> None:
     client.client_setname("x")
     assert raw_command(client, "RESET") == b"RESET"
     assert client.client_getname() is None
+
+
+def test_unauthenticated_clients_get_small_caps() -> None:
+    limits = ServiceLimits(key_bytes_max=1024, value_bytes_max=100_000, requirepass="pw")
+    running = start_server(lambda clock: LocalService(limits=limits, clock_ms=clock))
+    try:
+        many = encode_request([b"MGET", *[b"k"] * 10])
+        assert raw_exchange(running.port, many, expect_close=True) == (
+            b"-ERR Protocol error: unauthenticated multibulk length\r\n")
+        big = encode_request([b"AUTH", b"x" * 16385])
+        assert raw_exchange(running.port, big, expect_close=True) == (
+            b"-ERR Protocol error: unauthenticated bulk length\r\n")
+        value = b"v" * 50_000  # AUTH in the same packet lifts the caps for what follows
+        replies = raw_exchange(running.port, encode_request([b"AUTH", b"pw"]) + encode_request(
+            [b"SET", b"k", value]) + encode_request([b"MGET", *[b"k"] * 10]))
+        assert replies.startswith(b"+OK\r\n+OK\r\n*10\r\n$50000\r\n")
+    finally:
+        running.stop()
