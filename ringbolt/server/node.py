@@ -11,20 +11,23 @@ The node implements `KeyValueService` for the RESP front end:
 
 * `submit_write` proposes on the local replica when it leads the key's group
   and otherwise forwards the command to the leader node (a `ForwardRequest`
-  over the peer transport; at most `forwards_inflight_max` in flight). The
-  future resolves with the state machine's result once the entry is applied;
-  after `forward_timeout_s` without an answer it fails with TRYAGAIN saying
-  the outcome is unknown.
+  over the peer transport, see `forward.py`; at most `forwards_inflight_max`
+  in flight). The future resolves with the state machine's result once the
+  entry is applied; after `forward_timeout_s` without an answer it fails with
+  TRYAGAIN saying the outcome is unknown.
 * `submit_read` is linearizable (ReadIndex, also on followers: the core asks
   the leader) and reads the local store once it has applied up to the read
   index; `stale=True` reads the local store at once.
 
-Driving is done in *rounds* by one task. Submissions, peer messages and ticks
-only touch the cores and set `_work`; the round runs on the next loop
-iteration, so everything that arrived in one iteration is handled together:
-every replica's Ready is persisted, the WAL is synced ONCE, then all messages
-are sent (one write per peer), then every group applies its committed entries
-in one store transaction and advances. Then the next round.
+Driving is done in *rounds*. Submissions, peer messages and ticks only touch
+the cores and set `_work`; the round is prepared on the next loop iteration,
+so everything that arrived in one iteration is handled together: every
+replica's Ready is appended to the WAL and ONE sync is started for all of
+them; commits that earlier syncs already made durable are applied meanwhile.
+When the sync is done, all messages are sent (one write per peer), every
+group applies the rest of its committed entries in one store transaction and
+advances. The next round may be prepared while one waits for its sync
+(`rounds_inflight_max` = 2); rounds finish strictly in order.
 
 Time: a tick every `tick_ms` (default 10 ms). The election timeout is
 `election_timeout_ticks` (default 20, randomized by Raft in [T, 2T): 200-400
@@ -51,24 +54,18 @@ from ringbolt import limits as project
 from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_message
 from ringbolt.consensus.raft import Raft, RaftConfig
 from ringbolt.consensus.types import NotLeader, PersistentState, Ready, Role, Snapshot
-from ringbolt.kv.machine import CommandFailed, Result
+from ringbolt.kv.machine import Result
 from ringbolt.server import limits
 from ringbolt.server.config import NodeConfig
+from ringbolt.server.forward import Forwarder
 from ringbolt.server.replica import ReadValue, Replica, fail_quietly, storage_id
 from ringbolt.server.service import (
-    Busy,
     CrossShard,
     ServiceError,
     ServiceLimits,
     Unavailable,
 )
-from ringbolt.server.transport import (
-    ForwardRequest,
-    ForwardResponse,
-    ForwardStatus,
-    MalformedFrame,
-    Transport,
-)
+from ringbolt.server.transport import ForwardRequest, ForwardResponse, MalformedFrame, Transport
 from ringbolt.shard.ring import Ring
 from ringbolt.storage.engine import StateMachineStore
 from ringbolt.storage.errors import StorageError, StorageFailed, StorageFull
@@ -81,13 +78,6 @@ _EXPIRE_EVERY_TICKS = 10
 
 class StartupError(Exception):
     """The node cannot start; `str(error)` is the one line shown to the operator."""
-
-
-class RemoteError(ServiceError):
-    """An error line produced by another node, passed through unchanged."""
-
-    def __init__(self, line: str) -> None:
-        Exception.__init__(self, line)
 
 
 class Node:
@@ -104,10 +94,7 @@ class Node:
         self.transport = Transport(config.node_id,
                                    {p.node_id: p.address for p in config.peers.values()},
                                    self, random.Random(self.rng.random()))
-        self.forwards: dict[int, tuple[asyncio.Future[Result], float, int]] = {}
-        # unique across restarts: a leader may still answer a request of this
-        # node's previous incarnation over a reconnected link
-        self._request_ids = itertools.count(time.time_ns())
+        self.forwarder = Forwarder(self.transport, time.monotonic)
         self._scan_cursors: dict[int, tuple[int, bytes]] = {}
         self._scan_ids = itertools.count(1)
         self._work = asyncio.Event()
@@ -126,7 +113,6 @@ class Node:
         self.started_at = time.time()
         self.stats = {"rounds": 0, "fsyncs": 0, "fsync_seconds": 0.0, "readies": 0,
                       "round_entries_max": 0, "messages_sent": 0, "messages_dropped": 0,
-                      "forwards_sent": 0, "forwards_served": 0, "forward_timeouts": 0,
                       "writes": 0, "reads": 0, "stale_reads": 0, "ticks": 0,
                       "unknown_group_messages": 0}
         self.batch_sizes: list[int] = []
@@ -239,10 +225,7 @@ class Node:
         error = Unavailable("the node is shutting down; the outcome of the write is unknown")
         for replica in self.replicas.values():
             replica.fail_all(error)
-        for future, _, _ in self.forwards.values():
-            if not future.done():
-                fail_quietly(future, error)
-        self.forwards.clear()
+        self.forwarder.fail_all(error)
         await self._close_servers()
         await self._close_storage()
         log.info("node %d stopped", self.node_id)
@@ -398,7 +381,7 @@ class Node:
                 now = time.monotonic()
                 for replica in self.replicas.values():
                     replica.expire(now)
-                self._expire_forwards(now)
+                self.forwarder.expire(now)
             self._work.set()
 
     # -- KeyValueService -----------------------------------------------------------
@@ -435,21 +418,7 @@ class Node:
         if leader in (0, self.node_id):
             return _failed(Unavailable(f"shard {group_id} has no leader (election in "
                                        "progress); the command was not executed, retry"))
-        return self._forward(leader, group_id, command)
-
-    def _forward(self, leader: int, group_id: int, command: bytes) -> asyncio.Future[Result]:
-        if len(self.forwards) >= limits.forwards_inflight_max:
-            raise Busy("too many writes forwarded to the leader; not executed, retry")
-        request_id = next(self._request_ids)
-        try:
-            self.transport.send_forward_request(
-                leader, ForwardRequest(request_id=request_id, group_id=group_id, command=command))
-        except Unavailable as error:
-            return _failed(error)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self.forwards[request_id] = (future, time.monotonic() + limits.forward_timeout_s, leader)
-        self.stats["forwards_sent"] += 1
-        return future
+        return self.forwarder.forward(leader, group_id, command)
 
     def submit_read(self, key: bytes, *, stale: bool = False) -> asyncio.Future[ReadValue]:
         replica = self.replicas[self.ring.shard_for_key(key)]
@@ -528,72 +497,25 @@ class Node:
     def on_forward_request(self, sender: int, request: ForwardRequest) -> None:
         replica = self.replicas.get(request.group_id)
         if replica is None or replica.role is not Role.LEADER or self._stopping:
-            self._respond_error(sender, request.request_id, Unavailable(
+            self.forwarder.answer_error(sender, request.request_id, Unavailable(
                 f"node {self.node_id} does not lead shard {request.group_id}; "
                 "the command was not executed, retry"))
             return
         try:
             future = replica.propose(request.command)
         except NotLeader:
-            self._respond_error(sender, request.request_id, Unavailable(
+            self.forwarder.answer_error(sender, request.request_id, Unavailable(
                 f"node {self.node_id} lost the lead of shard {request.group_id}; "
                 "the command was not executed, retry"))
             return
         except ServiceError as error:
-            self._respond_error(sender, request.request_id, error)
+            self.forwarder.answer_error(sender, request.request_id, error)
             return
-        self.stats["forwards_served"] += 1
-        future.add_done_callback(lambda done: self._respond(sender, request.request_id, done))
+        self.forwarder.answer_when_done(sender, request.request_id, future)
         self._work.set()
 
-    def _respond(self, peer: int, request_id: int, done: asyncio.Future[Result]) -> None:
-        if done.cancelled():
-            return
-        error = done.exception()
-        if error is not None:
-            assert isinstance(error, ServiceError), f"unexpected failure {error!r}"
-            self._respond_error(peer, request_id, error)
-            return
-        result = done.result()
-        if isinstance(result, CommandFailed):
-            response = ForwardResponse(request_id=request_id, status=ForwardStatus.COMMAND_FAILED,
-                                       payload=result.message)
-        else:
-            response = ForwardResponse(request_id=request_id, status=ForwardStatus.OK,
-                                       payload=result)
-        self.transport.send_forward_response(peer, response)
-
-    def _respond_error(self, peer: int, request_id: int, error: ServiceError) -> None:
-        self.transport.send_forward_response(peer, ForwardResponse(
-            request_id=request_id, status=ForwardStatus.ERROR, payload=str(error)))
-
     def on_forward_response(self, sender: int, response: ForwardResponse) -> None:
-        entry = self.forwards.pop(response.request_id, None)
-        if entry is None:
-            return  # timed out already
-        future, _, leader = entry
-        if leader != sender:
-            raise MalformedFrame(f"answer to request {response.request_id} from the wrong node")
-        if future.done():
-            return
-        if response.status is ForwardStatus.OK:
-            future.set_result(response.payload)
-        elif response.status is ForwardStatus.COMMAND_FAILED:
-            future.set_result(CommandFailed(str(response.payload)))
-        else:
-            fail_quietly(future, RemoteError(str(response.payload)))
-
-    def _expire_forwards(self, now: float) -> None:
-        while self.forwards:
-            request_id, (future, deadline, leader) = next(iter(self.forwards.items()))
-            if deadline > now:
-                break
-            del self.forwards[request_id]
-            self.stats["forward_timeouts"] += 1
-            if not future.done():
-                fail_quietly(future, Unavailable(
-                    f"no answer from leader node {leader} within "
-                    f"{limits.forward_timeout_s:g} s; the outcome of the write is unknown"))
+        self.forwarder.on_response(sender, response)
 
     # -- status -------------------------------------------------------------------------
 
@@ -629,8 +551,8 @@ class Node:
         return lags
 
     def statistics(self) -> dict[str, object]:
-        return {"node": dict(self.stats),
-                "forwards_inflight": len(self.forwards),
+        return {"node": {**self.stats, **self.forwarder.stats},
+                "forwards_inflight": len(self.forwarder.inflight),
                 "replicas": {g: r.statistics() for g, r in self.replicas.items()},
                 "transport": self.transport.statistics()}
 
