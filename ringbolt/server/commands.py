@@ -388,7 +388,9 @@ def _setnx(session: Session, arguments: list[bytes]) -> Reply:
     return write(session, [key], data, _integer)
 
 
-def _set_with_expiry(session: Session, arguments: list[bytes], unit_ms: int, name: str) -> Reply:
+def _set_with_expiry(session: Session, arguments: list[bytes], *, unit_ms: int,
+                     name: str) -> Reply:
+    """SETEX / PSETEX key amount value."""
     key, value = check_key(session, arguments[1]), check_value(session, arguments[3])
     amount = parse_integer(arguments[2])
     if amount <= 0:
@@ -398,14 +400,9 @@ def _set_with_expiry(session: Session, arguments: list[bytes], unit_ms: int, nam
     return write(session, [key], data, _ok)
 
 
-@command("setex", 4, "write", keys=(1, 1, 1))
-def _setex(session: Session, arguments: list[bytes]) -> Reply:
-    return _set_with_expiry(session, arguments, 1000, "setex")
-
-
-@command("psetex", 4, "write", keys=(1, 1, 1))
-def _psetex(session: Session, arguments: list[bytes]) -> Reply:
-    return _set_with_expiry(session, arguments, 1, "psetex")
+for _name, _unit_ms in (("setex", 1000), ("psetex", 1)):
+    command(_name, 4, "write", keys=(1, 1, 1))(
+        functools.partial(_set_with_expiry, unit_ms=_unit_ms, name=_name))
 
 
 @command("getset", 3, "write", "fast", keys=(1, 1, 1))
@@ -477,32 +474,19 @@ def _mset(session: Session, arguments: list[bytes]) -> Reply:
     return write(session, keys, kv.mput(pairs, now_ms=session.service.now_ms()), _ok)
 
 
-def _incrby(session: Session, key: bytes, delta: int) -> Reply:
-    key = check_key(session, key)
-    return write(session, [key], kv.incrby(key, delta, now_ms=session.service.now_ms()), _integer)
-
-
-@command("incr", 2, "write", "fast", keys=(1, 1, 1))
-def _incr(session: Session, arguments: list[bytes]) -> Reply:
-    return _incrby(session, arguments[1], 1)
-
-
-@command("decr", 2, "write", "fast", keys=(1, 1, 1))
-def _decr(session: Session, arguments: list[bytes]) -> Reply:
-    return _incrby(session, arguments[1], -1)
-
-
-@command("incrby", 3, "write", "fast", keys=(1, 1, 1))
-def _incrby_command(session: Session, arguments: list[bytes]) -> Reply:
-    return _incrby(session, arguments[1], parse_integer(arguments[2]))
-
-
-@command("decrby", 3, "write", "fast", keys=(1, 1, 1))
-def _decrby(session: Session, arguments: list[bytes]) -> Reply:
-    delta = parse_integer(arguments[2])
-    if delta == INT64_MIN:
+def _incrby(session: Session, arguments: list[bytes], *, sign: int) -> Reply:
+    """INCR/DECR (sign +1/-1, no delta argument) and INCRBY/DECRBY."""
+    key = check_key(session, arguments[1])
+    delta = parse_integer(arguments[2]) if len(arguments) == 3 else 1
+    if sign < 0 and delta == INT64_MIN:
         raise CommandError("ERR decrement would overflow")
-    return _incrby(session, arguments[1], -delta)
+    command_data = kv.incrby(key, sign * delta, now_ms=session.service.now_ms())
+    return write(session, [key], command_data, _integer)
+
+
+for _name, _arity, _sign in (("incr", 2, 1), ("decr", 2, -1), ("incrby", 3, 1), ("decrby", 3, -1)):
+    command(_name, _arity, "write", "fast", keys=(1, 1, 1))(
+        functools.partial(_incrby, sign=_sign))
 
 
 @command("append", 3, "write", "fast", keys=(1, 1, 1))
