@@ -532,7 +532,8 @@ class Node:
                                   "client_address": str(p.client_address or ""),
                                   "connected": self.transport.connected(p.node_id)}
                  for p in self.config.peers.values()}
-        return {"node_id": self.node_id, "dc": self.config.dc, "zone": self.config.zone,
+        return {"node_id": self.node_id, "pid": os.getpid(),
+                "dc": self.config.dc, "zone": self.config.zone,
                 "client_address": str(self.config.client_address),
                 "peer_address": str(self.config.peer_address),
                 "shards": len(self.group_ids), "groups": groups, "peers": peers}
