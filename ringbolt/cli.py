@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("ringbolt.check.cli:check", "Check a recorded history file for linearizability."),
     "cluster": ("ringbolt.server.cluster_cli:cluster", "Run and inspect a cluster (up, status, ...)."),
     "demo": ("ringbolt.demo:demo", "Start a local 3-node cluster, fail the leader, verify."),
+    "dev": ("ringbolt.server.local:dev", "Serve one in-memory node (no replication) over RESP."),
     "jepsen": ("ringbolt.jepsen.cli:jepsen", "Fault-test real processes in network namespaces."),
     "placement-sim": ("ringbolt.shard.cli:placement_sim", "Simulate shard placement at scale."),
     "serve": ("ringbolt.server.cli:serve", "Run one node from a TOML config file."),
