@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -40,6 +42,8 @@ class Workload:
     ledger: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "fail": 0, "info": 0})
     last_ok_at: float = 0.0
+    errors: dict[int, str] = field(default_factory=dict)
+    """Error replies by op id (for diagnosing a failed check)."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -63,8 +67,11 @@ class Workload:
         await connection.aclose()
 
     def _connect(self, node: int) -> aioredis.Redis:
+        # no automatic retries: a retried SET whose first attempt took effect
+        # could come back "not executed", and the history would record a lie
         return aioredis.Redis(port=self.ports[node], socket_timeout=OP_TIMEOUT_S,
-                              socket_connect_timeout=1.0, decode_responses=True)
+                              socket_connect_timeout=1.0, decode_responses=True,
+                              retry=Retry(NoBackoff(), 0))
 
     async def _one(self, process: int, connection: aioredis.Redis) -> None:
         choice = self.rng.random()
@@ -83,6 +90,7 @@ class Workload:
         try:
             await asyncio.wait_for(connection.set(key, value), OP_TIMEOUT_S)
         except ResponseError as error:
+            self.errors[op] = f"{time.time():.3f} port {connection.connection_pool.connection_kwargs.get('port')}: {error}"
             definite = any(text in str(error) for text in DEFINITE_FAILURES)
             self._complete(op, "fail" if definite else "info")
             if not definite and "unknown" not in str(error):

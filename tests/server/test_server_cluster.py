@@ -153,6 +153,8 @@ def run_faults(cluster: LocalCluster, duration_s: float, kills: int, seed: int) 
     result = check_history(workload.history, time_limit_s=60.0)
     if not result.valid:
         workload.history.to_jsonl(cluster.data_dir / "history.jsonl")
+        (cluster.data_dir / "errors.txt").write_text(
+            "".join(f"{op + 1} {text}\n" for op, text in sorted(workload.errors.items())))
         print(dump_logs(cluster))
     assert result.valid, (cluster.data_dir / "history.jsonl", result.violations[:3])
     wait_until(lambda: all(cluster.alive(n) for n in cluster.node_ids()), 5.0, "all nodes up")
