@@ -23,14 +23,15 @@ its value. Then it starts the writer again, N times.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO
 
 from ringbolt.consensus.types import ConfState, Entry, HardState, SnapshotMeta
 from ringbolt.kv.commands import Op, encode
@@ -73,12 +74,20 @@ def recover(wal: WriteAheadLog, store: StateMachineStore) -> dict[int, int]:
     return last
 
 
-def run_writer(directory: str, seed: int, segment_bytes_max: int, out: IO[str] = sys.stdout) -> None:
+def emit(text: str) -> None:
+    """One write(2) per message: under PIPE_BUF it cannot interleave with the
+    zygote's lines on the shared pipe, and nothing sits in a buffer."""
+    data = text.encode()
+    assert len(data) <= select.PIPE_BUF
+    written = os.write(sys.stdout.fileno(), data)
+    assert written == len(data)
+
+
+def run_writer(directory: str, seed: int, segment_bytes_max: int) -> None:
     rng = random.Random(seed)
     wal, store = open_storage(directory, segment_bytes_max)
     last = recover(wal, store)
-    out.write("READY\n")
-    out.flush()
+    emit("READY\n")
     while True:
         written: list[tuple[int, Entry]] = []
         for _ in range(rng.randint(1, 4)):
@@ -91,8 +100,7 @@ def run_writer(directory: str, seed: int, segment_bytes_max: int, out: IO[str] =
             last[group_id] = index
             written.append((group_id, entry))
         wal.sync()
-        out.write("".join(f"ACK {g} {e.index}\n" for g, e in written))
-        out.flush()
+        emit("".join(f"ACK {g} {e.index}\n" for g, e in written))
         for group_id, entry in written:
             store.apply(group_id, [entry])
         if rng.random() < 0.05:
@@ -183,16 +191,15 @@ def run_zygote(directory: str, segment_bytes_max: int) -> None:
     for line in sys.stdin:
         command, seed = line.split()
         assert command == "spawn"
-        sys.stdout.flush()
         pid = os.fork()
         if pid == 0:
             try:
                 run_writer(directory, int(seed), segment_bytes_max)
             finally:
                 os._exit(1)
-        print(f"PID {pid}", flush=True)
+        emit(f"PID {pid}\n")
         os.waitpid(pid, 0)
-        print(f"EXIT {pid}", flush=True)
+        emit(f"EXIT {pid}\n")
 
 
 class Writers:
@@ -203,15 +210,27 @@ class Writers:
         self.directory = directory
         self.segment_bytes_max = segment_bytes_max
         self.zygote: subprocess.Popen[bytes] | None = None
+        self.writer_pid = 0
+        """The forked writer of the current cycle (0: none alive)."""
         if not fresh:
             command = writer_command(directory, 0, segment_bytes_max)
             command[3] = "zygote"
             self.zygote = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def close(self) -> None:
-        if self.zygote is not None:
-            assert self.zygote.stdin is not None
+        """Stop the zygote; after a failed cycle, first kill its writer (ours)."""
+        if self.zygote is None:
+            return
+        if self.writer_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.writer_pid, signal.SIGKILL)
+        assert self.zygote.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
             self.zygote.stdin.close()
+        try:
+            self.zygote.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.zygote.kill()
             self.zygote.wait(timeout=30)
 
     def cycle(self, rng: random.Random, acknowledged: set[tuple[int, int]]) -> None:
@@ -260,7 +279,7 @@ class Writers:
             if not line:
                 raise RuntimeError("the writer zygote died")
             if line.startswith(b"PID "):
-                pid = int(line.split()[1])
+                pid = self.writer_pid = int(line.split()[1])
             elif line == b"READY\n":
                 ready = True
             elif line.startswith(b"EXIT "):
@@ -272,6 +291,7 @@ class Writers:
         for _ in range(10_000_000):
             line = self.zygote.stdout.readline()
             if not line or line == f"EXIT {pid}\n".encode():
+                self.writer_pid = 0
                 break
             if line != b"READY\n":
                 lines.append(line)
