@@ -14,7 +14,8 @@ Rules kept:
 * a forward not answered within `forward_timeout_s` fails with `TRYAGAIN ...
   the outcome of the write is unknown` (it may have been applied);
 * a request that could not be handed to the transport fails with "not
-  executed" (it definitely was not);
+  executed" (it definitely was not); when the link to the leader closes, every
+  forward it had not answered fails at once as "outcome unknown";
 * request ids start at the wall clock in ns, so they are unique across
   restarts of this node: a leader may still answer a previous incarnation's
   request over a reconnected link, and that answer must match nothing;
@@ -106,6 +107,19 @@ class Forwarder:
                 fail_quietly(future, Unavailable(
                     f"no answer from leader node {leader} within "
                     f"{limits.forward_timeout_s:g} s; the outcome of the write is unknown"))
+
+    def peer_lost(self, peer: int) -> None:
+        """The link to `peer` closed: its answers to what we forwarded can no
+        longer arrive (a reconnect is a new link), so fail them now instead of
+        at their deadline. They may have been applied: the outcome is unknown."""
+        lost = [request_id for request_id, (_, _, leader) in self.inflight.items()
+                if leader == peer]
+        for request_id in lost:
+            future, _, _ = self.inflight.pop(request_id)
+            if not future.done():
+                fail_quietly(future, Unavailable(
+                    f"lost the connection to leader node {peer}; "
+                    "the outcome of the write is unknown"))
 
     def fail_all(self, error: ServiceError) -> None:
         for future, _, _ in self.inflight.values():

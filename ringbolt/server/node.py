@@ -517,6 +517,9 @@ class Node:
     def on_forward_response(self, sender: int, response: ForwardResponse) -> None:
         self.forwarder.on_response(sender, response)
 
+    def on_peer_lost(self, peer_id: int) -> None:
+        self.forwarder.peer_lost(peer_id)
+
     # -- status -------------------------------------------------------------------------
 
     def status(self) -> dict[str, object]:

@@ -210,6 +210,7 @@ class Replica:
         if ready.soft_state is not None:
             if ready.soft_state.leader != self.leader:
                 self.stats["leader_changes"] += 1
+                self._fail_waiting_reads()
                 log.info("shard %d: leader is now %s (term %d, this node %s)", self.group_id,
                          ready.soft_state.leader or "unknown", ready.soft_state.term,
                          ready.soft_state.role.name.lower())
@@ -295,6 +296,15 @@ class Replica:
                 "the write was not committed (leadership changed); retry"))
         else:
             proposal.future.set_result(result)
+
+    def _fail_waiting_reads(self) -> None:
+        """ReadIndex rounds in flight went to (or were led by) the previous
+        leader and may never be answered: fail them now (reads have no effect,
+        so the client may simply retry) rather than at their deadline."""
+        for batch in self.reads_waiting.values():
+            _fail_reads(batch, Unavailable(f"shard {self.group_id}: the leader changed "
+                                           "during the read; retry"))
+        self.reads_waiting.clear()
 
     def _serve_reads(self) -> None:
         waiting: list[_ReadBatch] = []

@@ -93,6 +93,10 @@ class TransportHandler(Protocol):
 
     def on_forward_response(self, sender: int, response: ForwardResponse) -> None: ...
 
+    def on_peer_lost(self, peer_id: int) -> None:
+        """Our link to `peer_id` closed: whatever it had not answered may never be."""
+        ...
+
 
 def encode_frame(kind: FrameKind, body: object) -> bytes:
     payload = msgpack.packb([WIRE_VERSION, int(kind), body], use_bin_type=True)
@@ -186,6 +190,7 @@ class PeerLink:
                 await self.closed.wait()
                 self.transport = None
                 log.info("lost connection to peer %d", self.peer_id)
+                self.owner.handler.on_peer_lost(self.peer_id)
             await asyncio.sleep(backoff * (0.5 + self.owner.rng.random() / 2))
             backoff = min(backoff * 2, limits.reconnect_backoff_max_s)
 

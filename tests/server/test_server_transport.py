@@ -34,6 +34,7 @@ class Recorder:
         self.raft: list[tuple[int, int, bytes]] = []
         self.requests: list[tuple[int, ForwardRequest]] = []
         self.responses: list[tuple[int, ForwardResponse]] = []
+        self.lost: list[int] = []
         self.arrived = asyncio.Event()
 
     def on_raft(self, sender: int, group_id: int, payload: bytes) -> None:
@@ -49,6 +50,9 @@ class Recorder:
     def on_forward_response(self, sender: int, response: ForwardResponse) -> None:
         self.responses.append((sender, response))
         self.arrived.set()
+
+    def on_peer_lost(self, peer_id: int) -> None:
+        self.lost.append(peer_id)
 
 
 async def wait_for(condition: object, timeout_s: float = 5.0) -> None:
@@ -117,6 +121,7 @@ def test_malformed_frame_closes_only_that_connection() -> None:
             # a bad Raft payload from a real peer closes its link; it reconnects
             a.send_raft(2, 0, b"bad")
             await wait_for(lambda: b.stats["malformed"] == 2)
+            await wait_for(lambda: a.handler.lost == [2])  # type: ignore[attr-defined]
             await wait_for(lambda: a.links[2].stats["connects"] == 2 and a.connected(2))
             a.send_raft(2, 0, b"good")
             await wait_for(lambda: b_handler.raft)
