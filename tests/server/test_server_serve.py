@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,9 +85,24 @@ def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
     assert one_line(done).startswith(f"startup error: data_dir {tmp_path / 'data'}")
 
 
+STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def reap_nodes() -> Iterator[None]:
+    """Nodes a failed test left running are killed (only the ones it started)."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
 def start(config_path: Path, config: NodeConfig) -> subprocess.Popen[str]:
     process = subprocess.Popen([sys.executable, "-m", "ringbolt", "serve", "--config",
                                 str(config_path)], stderr=subprocess.PIPE, text=True)
+    STARTED.append(process)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
