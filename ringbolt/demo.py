@@ -35,6 +35,8 @@ from pathlib import Path
 
 import click
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -90,6 +92,7 @@ class DemoWorkload:
             socket_connect_timeout=1.0,
             password=self.password,
             retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 0),  # never resend a write behind the history's back
         )
 
     async def run_client(self, process: int, deadline: float) -> None:

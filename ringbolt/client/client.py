@@ -22,9 +22,12 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from ringbolt.client.layout import Address, Layout, LayoutError
 from ringbolt.client.policy import Action, Backoff, OutcomeUnknown, classify
@@ -90,7 +93,8 @@ class Client:
             pool = redis.ConnectionPool(
                 host=address.host, port=address.port, password=self._password,
                 socket_timeout=self._timeout_s, socket_connect_timeout=min(1.0, self._timeout_s),
-                decode_responses=self._decode, max_connections=64)
+                decode_responses=self._decode, max_connections=64,
+                retry=Retry(NoBackoff(), 0))
             self._pools[address] = pool
         return pool
 
@@ -128,6 +132,16 @@ class Client:
             except (_NotSent, OutcomeUnknown, redis.ResponseError, LayoutError):
                 continue
         return None
+
+    def execute_on(self, address: Address, *args: Any) -> Any:
+        """Run one command on one node, no routing and no retry; errors raise."""
+        try:
+            [result] = self._send(address, [args])
+        except _NotSent as not_sent:
+            raise not_sent.error from None
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def execute(self, *args: Any, key: str | bytes | None = None) -> Any:
         """Run one command, routed by `key`, retried per the policy until the deadline."""
@@ -288,7 +302,8 @@ class AsyncClient:
             client = aioredis.Redis(
                 host=address.host, port=address.port, password=self._password,
                 socket_timeout=self._timeout_s, socket_connect_timeout=min(1.0, self._timeout_s),
-                decode_responses=self._decode, retry_on_timeout=False)
+                decode_responses=self._decode,
+                retry=AsyncRetry(NoBackoff(), 0))
             self._clients[address] = client
         return client
 

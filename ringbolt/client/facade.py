@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ringbolt.client.client import Client
+from ringbolt.shard.leaders import plan_leader_moves
 
 
 class DistributedSystem:
@@ -71,10 +73,25 @@ class DistributedSystem:
         """Delete `key`; True if it existed."""
         return self.client.delete(key) == 1
 
-    def balance_load(self) -> list[dict[str, Any]]:
-        """Spread shard leadership evenly over the nodes; returns the moves made."""
-        moves = self.client.execute("CLUSTER", "REBALANCE")
-        return [_move(move) for move in moves or []]
+    def balance_load(self, timeout_s: float = 15.0) -> list[dict[str, Any]]:
+        """Spread shard leadership evenly over the nodes (leadership transfer);
+        returns the moves made, as {"shard", "from", "to"}."""
+        layout = self.client.refresh_layout()
+        if layout is None:
+            raise RuntimeError("no node answered CLUSTER DESCRIBE")
+        members = {group: list(layout.addresses) for group in layout.leaders}
+        moves = plan_leader_moves(layout.leaders, members, sorted(layout.addresses))
+        for move in moves:
+            self.client.execute_on(layout.addresses[move.source], "CLUSTER", "TRANSFER",
+                                   move.shard, move.target)
+        deadline = time.monotonic() + timeout_s
+        while moves and time.monotonic() < deadline:
+            layout = self.client.refresh_layout()
+            if layout is not None and all(
+                    layout.leaders.get(move.shard) == move.target for move in moves):
+                break
+            time.sleep(0.05)
+        return [{"shard": m.shard, "from": m.source, "to": m.target} for m in moves]
 
     def close(self) -> None:
         self._stack.close()
@@ -84,10 +101,3 @@ class DistributedSystem:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _move(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
-    fields = [item.decode() if isinstance(item, bytes) else item for item in raw]
-    return dict(zip(fields[0::2], fields[1::2], strict=False))

@@ -58,12 +58,13 @@ class Layout:
         try:
             description = json.loads(text)
             shards = int(description["shards"])
-            addresses = {int(description["node_id"]): Address.parse(description["client_address"])}
-            for node_id, peer in description.get("peers", {}).items():
-                if peer.get("client_address"):
-                    addresses[int(node_id)] = Address.parse(peer["client_address"])
+            addresses = {
+                int(node["id"]): Address.parse(node["address"])
+                for node in description.get("nodes", [])
+                if node.get("address")
+            }
             leaders = {
-                int(group["group"]): int(group["leader"])
+                int(group["id"]): int(group["leader"])
                 for group in description.get("groups", [])
                 if group.get("leader")
             }

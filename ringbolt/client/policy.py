@@ -20,7 +20,13 @@ import enum
 import random
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MovedError,
+    RedisError,
+    TryAgainError,
+)
 
 
 class OutcomeUnknown(RedisError):
@@ -37,19 +43,23 @@ class Action(enum.Enum):
 
 
 RETRYABLE_PREFIXES = ("BUSY", "MOVED", "LOADING", "CLUSTERDOWN")
+RETRYABLE_CLASSES = (BusyLoadingError, ClusterDownError, MovedError)
 
 
 def classify(error: BaseException, *, sent: bool, write: bool) -> Action:
-    """Decide what to do after `error` for a request that was (not) `sent`."""
+    """Decide what to do after `error` for a request that was (not) `sent`.
+
+    redis-py strips well-known error codes into exception classes
+    (`TRYAGAIN ...` becomes `TryAgainError("...")`), so both forms are handled."""
     message = str(error)
     if not sent:
         return Action.RETRY
     if isinstance(error, OutcomeUnknown):
         return Action.UNKNOWN if write else Action.RETRY
-    if message.startswith(RETRYABLE_PREFIXES):
+    if isinstance(error, RETRYABLE_CLASSES) or message.startswith(RETRYABLE_PREFIXES):
         return Action.RETRY
-    if message.startswith("TRYAGAIN"):
-        if "not executed" in message or not write:
+    if isinstance(error, TryAgainError) or message.startswith("TRYAGAIN"):
+        if not write or "not executed" in message or "not committed" in message:
             return Action.RETRY
         return Action.UNKNOWN
     if isinstance(error, (ConnectionError, TimeoutError, OSError)) or _is_transport_error(error):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
@@ -45,7 +46,7 @@ from ringbolt.server.commands import (
     execute,
     parse_integer,
 )
-from ringbolt.server.service import KeyValueService
+from ringbolt.server.service import KeyValueService, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -602,11 +603,28 @@ def _cluster_info_text(description: dict[str, object]) -> str:
     return "".join(line.replace("\r", " ").replace("\n", " ") + "\r\n" for line in lines)
 
 
+def _cluster_transfer(session: Session, arguments: list[bytes]) -> Reply:
+    try:
+        group_id, target = int(arguments[2]), int(arguments[3])
+    except ValueError:
+        return resp.encode_error("ERR value is not an integer or out of range")
+    try:
+        session.service.transfer_leadership(group_id, target)
+    except ServiceError as error:
+        return resp.encode_error(str(error))
+    return resp.encode_simple("OK")
+
+
 @command("cluster", -2, "stale")
 def _cluster(session: Session, arguments: list[bytes]) -> Reply:
+    if len(arguments) == 4 and arguments[1].upper() == b"TRANSFER":
+        return _cluster_transfer(session, arguments)
     if len(arguments) != 2:
         return _unknown_subcommand(arguments)
     sub = arguments[1].upper()
+    if sub == b"DESCRIBE":
+        return resp.encode_value(json.dumps(session.service.cluster_description(),
+                                            sort_keys=True, default=str).encode(), session.protocol)
     description = _plain(session.service.cluster_description())
     assert isinstance(description, dict)
     groups = description.get("groups", [])

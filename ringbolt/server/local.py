@@ -31,7 +31,7 @@ import xxhash
 
 from ringbolt import limits as project
 from ringbolt.kv.machine import DictBackend, Result, apply_command
-from ringbolt.server.service import CrossShard, ServiceLimits
+from ringbolt.server.service import CrossShard, ServiceError, ServiceLimits
 
 
 def wall_clock_ms() -> int:
@@ -139,6 +139,9 @@ class LocalService:
                         "commit_index": self.applied_index,
                         "applied_index": self.applied_index}],
         }
+
+    def transfer_leadership(self, group_id: int, target: int) -> None:
+        raise ServiceError("a local (single-process) node has no leadership to transfer")
 
 
 @click.command(name="dev")

@@ -53,13 +53,21 @@ from typing import Any
 from ringbolt import limits as project
 from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_message
 from ringbolt.consensus.raft import Raft, RaftConfig
-from ringbolt.consensus.types import NotLeader, PersistentState, Ready, Role, Snapshot
+from ringbolt.consensus.types import (
+    NotLeader,
+    PersistentState,
+    ProposalDropped,
+    Ready,
+    Role,
+    Snapshot,
+)
 from ringbolt.kv.machine import Result
 from ringbolt.server import limits
 from ringbolt.server.config import NodeConfig
 from ringbolt.server.forward import Forwarder
 from ringbolt.server.replica import ReadValue, Replica, fail_quietly, storage_id
 from ringbolt.server.service import (
+    Busy,
     CrossShard,
     ServiceError,
     ServiceLimits,
@@ -475,7 +483,41 @@ class Node:
         }
 
     def cluster_description(self) -> dict[str, object]:
-        return self.status()
+        """This node's view in the format of docs/protocol.md (CLUSTER)."""
+        nodes: list[dict[str, object]] = [{
+            "id": self.node_id, "address": str(self.config.client_address),
+            "peer_address": str(self.config.peer_address), "dc": self.config.dc,
+            "zone": self.config.zone, "connected": True}]
+        for peer in sorted(self.config.peers.values(), key=lambda p: p.node_id):
+            nodes.append({"id": peer.node_id, "address": str(peer.client_address or ""),
+                          "peer_address": str(peer.address),
+                          "connected": self.transport.connected(peer.node_id)})
+        groups: list[dict[str, object]] = []
+        for group_id, replica in sorted(self.replicas.items()):
+            status = replica.status()
+            groups.append({
+                "id": group_id, "leader": status.leader or None, "term": status.term,
+                "role": status.role.name.lower(),
+                "members": sorted(status.conf.voters | status.conf.learners),
+                "commit_index": status.commit, "applied_index": replica.applied})
+        led = all(group["leader"] is not None for group in groups)
+        return {"cluster_state": "ok" if led else "fail", "node_id": self.node_id,
+                "shards": len(self.group_ids), "nodes": nodes, "groups": groups}
+
+    def transfer_leadership(self, group_id: int, target: int) -> None:
+        replica = self.replicas.get(group_id)
+        if replica is None:
+            raise ServiceError(f"no shard {group_id}")
+        if target != self.node_id and target not in self.config.peers:
+            raise ServiceError(f"no node {target}")
+        try:
+            replica.core.transfer_leadership(target)
+        except NotLeader as error:
+            raise Unavailable(f"node {self.node_id} does not lead shard {group_id} "
+                              f"(leader hint: {error.leader_hint or 'unknown'})") from None
+        except ProposalDropped as error:
+            raise Busy(f"shard {group_id} cannot transfer now: {error}") from None
+        self._work.set()
 
     # -- peer messages ----------------------------------------------------------------
 

@@ -94,6 +94,11 @@ class KeyValueService(Protocol):
         ...
 
     def cluster_description(self) -> dict[str, object]:
-        """Nodes, groups, leaders, terms, commit/applied indexes (CLUSTER and
-        `ringbolt cluster status`)."""
+        """Nodes, groups, leaders, terms, commit/applied indexes, in the format
+        of docs/protocol.md (CLUSTER)."""
+        ...
+
+    def transfer_leadership(self, group_id: int, target: int) -> None:
+        """Start moving the lead of `group_id` to node `target` (this node must
+        lead it); raises `ServiceError` otherwise. Returns before it is done."""
         ...
