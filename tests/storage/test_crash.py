@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from ringbolt.storage.crashtool import CheckReport, run_harness
+from ringbolt.consensus.types import Entry, HardState
+from ringbolt.kv.commands import Op, encode
+from ringbolt.storage.crashtool import (
+    CheckReport,
+    batch_keys,
+    check_directory,
+    open_storage,
+    run_harness,
+)
 
 SEGMENT_BYTES = 16 * 1024
 
@@ -56,3 +64,19 @@ def test_two_thousand_kills_lose_no_acknowledged_write(tmp_path: Path) -> None:
     for n in range(2):
         (tmp_path / f"node{n}").mkdir()
     assert_clean(run_parallel(tmp_path, harnesses=2, cycles_each=1000, seed=7))
+
+
+def test_the_checker_catches_lost_and_half_applied_batches(tmp_path: Path) -> None:
+    """The crash test is only as good as its checker: feed it both faults."""
+    wal, store = open_storage(str(tmp_path), SEGMENT_BYTES)
+    keys = batch_keys(1, 1, 3)
+    entries = [
+        Entry(term=1, index=1, data=encode(Op.MPUT, 0, [[key, b"1"] for key in keys])),
+        Entry(term=1, index=2, data=encode(Op.DELETE, 0, [keys[1]])),  # leaves 2 of 3 keys
+    ]
+    wal.append(1, entries=entries, hard_state=HardState(term=1, commit=2))
+    wal.close()
+    store.close()
+    report = check_directory(str(tmp_path), {(1, 1), (2, 7)}, SEGMENT_BYTES)
+    assert any("half-applied" in problem for problem in report.problems)
+    assert any("(2, 7) lost" in problem for problem in report.problems)
