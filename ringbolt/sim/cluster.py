@@ -61,7 +61,8 @@ inbox_msgs_max = 2_000
 ready_rounds_max = 64
 """Readys drained per node per event; a core that always has more is a bug."""
 
-DELIVER, TICK, DISK, CLIENT, TIMEOUT, NEMESIS, RESTART = range(7)
+DELIVER, TICK, DISK, CLIENT, TIMEOUT, NEMESIS, RESTART, ACTION = range(8)
+"""Event kinds; an ACTION's payload is a zero-argument callable."""
 
 CoreFactory = Callable[[int, PersistentState | None], ConsensusCore]
 ConfApplier = Callable[[ConfState, bytes], ConfState]
@@ -95,6 +96,7 @@ class SimNode:
         self.role = Role.FOLLOWER
         self.term = 0
         self.leader = 0
+        self.commit = 0
 
     def reset_volatile(self) -> None:
         """Rebuild the in-memory state machine from what is on disk."""
@@ -108,7 +110,7 @@ class SimNode:
             self.conf = snapshot.meta.conf
         self.pending = None
         self.inbox.clear()
-        self.role, self.leader = Role.FOLLOWER, 0
+        self.role, self.leader, self.commit = Role.FOLLOWER, 0, 0
 
 
 class Cluster:
@@ -131,6 +133,8 @@ class Cluster:
         self.snapshots_installed = 0
         self.crashed: set[int] = set()
         self.on_applied: Callable[[SimNode, Entry], None] | None = None
+        self.on_new_leader: Callable[[SimNode], None] | None = None
+        self.on_leader_commit: Callable[[SimNode], None] | None = None
         for node in self.nodes.values():
             self.start(node)
 
@@ -176,6 +180,8 @@ class Cluster:
                 on_nemesis()
             elif kind == RESTART:
                 self.restart(self.nodes[payload])  # type: ignore[index]
+            elif kind == ACTION:
+                payload()  # type: ignore[operator]
         self.now = end
 
     def _deliver(self, message: object) -> None:
@@ -295,7 +301,7 @@ class Cluster:
         assert entry.index == node.applied + 1, (
             f"node {node.node_id} applies index {entry.index} after {node.applied}")
         node.applied, node.applied_term = entry.index, entry.term
-        self.invariants.observe_applied(node.node_id, entry, self._storages())
+        self.invariants.observe_applied(node.node_id, entry)
         result = None
         if entry.kind == EntryKind.NORMAL and entry.data:
             result = apply_command(node.backend, entry.data)
@@ -312,12 +318,19 @@ class Cluster:
 
     def _observe_role(self, node: SimNode, core: ConsensusCore) -> None:
         status = core.status()
-        if (status.role, status.term, status.leader) != (node.role, node.term, node.leader):
-            if status.role == Role.LEADER and node.role != Role.LEADER:
-                self.trace.event(self.now, f"node {node.node_id} leads term {status.term}")
-            node.role, node.term, node.leader = status.role, status.term, status.leader
-        self.invariants.observe_role(node.node_id, status.role == Role.LEADER, status.term,
-                                     node.storage)
+        is_leader = status.role == Role.LEADER
+        new_leader = is_leader and (node.role != Role.LEADER or node.term != status.term)
+        new_commit = is_leader and not new_leader and status.commit > node.commit
+        node.role, node.term, node.leader = status.role, status.term, status.leader
+        node.commit = status.commit
+        if new_leader:
+            self.trace.event(self.now, f"node {node.node_id} leads term {status.term}")
+            if self.on_new_leader is not None:
+                self.on_new_leader(node)
+        elif new_commit and self.on_leader_commit is not None:
+            self.on_leader_commit(node)
+        self.invariants.observe_role(node.node_id, is_leader, status.term, status.commit,
+                                     node.storage, self._storages() if is_leader else {})
 
     def _maybe_compact(self, node: SimNode, core: ConsensusCore) -> None:
         every = self.params.compaction_entries

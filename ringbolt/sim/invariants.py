@@ -13,10 +13,11 @@ moment one of the four properties of the Raft paper (figure 3) breaks:
   entries are identical and so are the logs up to there. Checked
   inductively: every persisted (index, term) maps to one (kind, data,
   previous term) across all nodes, ever.
-- Leader Completeness: a leader's log holds every committed entry. Checked
-  when a node is first seen leading a term (against everything committed so
-  far) and whenever an entry is first committed (against every leader of
-  that term or later). "Committed" = applied by some node.
+- Leader Completeness: an entry committed in term c is in the log of every
+  leader of a term > c. A leader's reported commit index tells which
+  entries were committed in its term (the lowest such term is kept per
+  index). Checked when a node is first seen leading a term, and whenever an
+  index is first seen committed (against the current leaders of later terms).
 - State Machine Safety: no two nodes apply different entries at one index,
   and snapshots of the same index hold the same state-machine image.
 """
@@ -39,6 +40,10 @@ class InvariantChecker:
         self.leader_of_term: dict[int, int] = {}
         self.current_leaders: dict[int, int] = {}
         """node -> term it currently leads (as last observed)."""
+        self._leader_commit: dict[tuple[int, int], int] = {}
+        """(node, term) -> the commit index that leader reported last."""
+        self.commit_terms: dict[int, tuple[int, int]] = {}
+        """index -> (entry term, the lowest term whose leader committed it)."""
         self.logged: dict[tuple[int, int], tuple[int, bytes, int]] = {}
         self.committed: dict[int, tuple[int, int, bytes]] = {}
         """index -> (term, kind, data) of the entry applied there."""
@@ -46,19 +51,49 @@ class InvariantChecker:
         self.checks = 0
 
     # -- Election Safety and Leader Completeness --------------------------------
-    def observe_role(self, node: int, is_leader: bool, term: int, storage: DurableStorage) -> None:
+    def observe_role(self, node: int, is_leader: bool, term: int, commit: int,
+                     storage: DurableStorage, storages: dict[int, DurableStorage]) -> None:
+        """Called after every Ready a node handled (its storage is then in
+        step with its core). A leader's reported commit index says which
+        entries were committed *in its term*; Raft promises exactly that every
+        leader of a later term holds them (leaders of earlier terms, which may
+        be elected late, need not)."""
         if not is_leader:
             self.current_leaders.pop(node, None)
             return
-        if self.current_leaders.get(node) == term:
-            return
-        self.checks += 1
-        other = self.leader_of_term.setdefault(term, node)
-        if other != node:
-            raise SafetyViolation("election-safety", f"nodes {other} and {node} both led term {term}")
-        self.current_leaders[node] = term
-        for index, (entry_term, _kind, _data) in self.committed.items():
-            self._leader_has(node, term, storage, index, entry_term)
+        if self.current_leaders.get(node) != term:
+            self.checks += 1
+            other = self.leader_of_term.setdefault(term, node)
+            if other != node:
+                raise SafetyViolation("election-safety", f"nodes {other} and {node} both led term {term}")
+            self.current_leaders[node] = term
+            for index, (entry_term, commit_term) in self.commit_terms.items():
+                if commit_term < term:
+                    self._leader_has(node, term, storage, index, entry_term)
+        seen = self._leader_commit.get((node, term), storage.snapshot_index)
+        if commit > seen:
+            self._leader_commit[(node, term)] = commit
+            self._observe_commits(node, term, seen, commit, storage, storages)
+
+    def _observe_commits(self, node: int, term: int, low: int, high: int,
+                         storage: DurableStorage, storages: dict[int, DurableStorage]) -> None:
+        for index in range(low + 1, high + 1):
+            entry_term = storage.term_at(index)
+            assert entry_term is not None, f"leader {node} committed index {index} it does not hold"
+            known = self.commit_terms.get(index)
+            self.checks += 1
+            if known is not None and known[0] != entry_term:
+                raise SafetyViolation(
+                    "state-machine-safety",
+                    f"leader {node} of term {term} committed term {entry_term} at index {index}; "
+                    f"the leader of term {known[1]} committed term {known[0]} there",
+                )
+            if known is not None and known[1] <= term:
+                continue
+            self.commit_terms[index] = (entry_term, term)
+            for leader, leader_term in self.current_leaders.items():
+                if leader_term > term and leader in storages:
+                    self._leader_has(leader, leader_term, storages[leader], index, entry_term)
 
     def observe_crash(self, node: int) -> None:
         self.current_leaders.pop(node, None)
@@ -72,7 +107,7 @@ class InvariantChecker:
             raise SafetyViolation(
                 "leader-completeness",
                 f"leader {node} of term {term} holds term {held} at index {index}, "
-                f"but an entry of term {entry_term} was committed there",
+                f"but an entry of term {entry_term} was committed there in an earlier term",
             )
 
     # -- Log Matching ------------------------------------------------------------
@@ -92,17 +127,11 @@ class InvariantChecker:
                 )
 
     # -- State Machine Safety ------------------------------------------------------
-    def observe_applied(self, node: int, entry: Entry,
-                        storages: dict[int, DurableStorage]) -> None:
+    def observe_applied(self, node: int, entry: Entry) -> None:
         fact = (entry.term, int(entry.kind), entry.data)
-        known = self.committed.get(entry.index)
+        known = self.committed.setdefault(entry.index, fact)
         self.checks += 1
-        if known is None:
-            self.committed[entry.index] = fact
-            for leader, term in self.current_leaders.items():
-                if term >= entry.term and leader in storages:
-                    self._leader_has(leader, term, storages[leader], entry.index, entry.term)
-        elif known != fact:
+        if known != fact:
             raise SafetyViolation(
                 "state-machine-safety",
                 f"node {node} applied term {entry.term} at index {entry.index}; "

@@ -9,11 +9,13 @@ dropped (loss, or its link is cut), delivered once, or delivered twice
 FIFO (a copy never overtakes an earlier one on the same directed link); with
 it, copies land in any order their delays give.
 
-Partitions are a set of cut *directed* links: a symmetric partition cuts both
-directions between two sides, a one-way fault cuts a single direction. A
-link is checked when a message is sent and again when it would be delivered,
-so messages in flight when a cut starts are lost too. `heal()` restores a
-reliable network (no loss, no duplication, no cuts) for the liveness phase.
+Partitions are cuts of *directed* links: a symmetric partition cuts both
+directions between two sides, a one-way fault cuts a single direction. Cuts
+overlap and end independently (`cut` counts, per link, the cuts covering
+it). A link is checked when a message is sent and again when it would be
+delivered, so messages in flight when a cut starts are lost too. `heal()`
+restores a reliable network (no loss, no duplication, no cuts) for the
+liveness phase.
 
 In-flight messages are bounded by `inflight_msgs_max`; beyond it a send is
 dropped and counted, never buffered.
@@ -39,7 +41,8 @@ class Network:
         self._schedule = schedule
         self._fifo = "reorder" not in params.faults
         self._last_at: dict[tuple[int, int], int] = {}
-        self.cut: set[tuple[int, int]] = set()
+        self.cut: dict[tuple[int, int], int] = {}
+        """directed link -> number of active cuts covering it."""
         self.faulty = True
         self.inflight = 0
         self.sent = 0
@@ -91,16 +94,27 @@ class Network:
         self.delivered += 1
         return True
 
-    def partition(self, side: frozenset[int], members: frozenset[int]) -> None:
-        """Cut every link between `side` and the rest of `members`, both ways."""
-        for a in side:
-            for b in members - side:
-                self.cut.add((a, b))
-                self.cut.add((b, a))
+    @staticmethod
+    def partition_links(side: frozenset[int], members: frozenset[int]) -> list[tuple[int, int]]:
+        """Every link between `side` and the rest of `members`, both ways."""
+        links = []
+        for a in sorted(side):
+            for b in sorted(members - side):
+                links += [(a, b), (b, a)]
+        return links
 
-    def cut_one_way(self, sender: int, recipient: int) -> None:
-        assert sender != recipient
-        self.cut.add((sender, recipient))
+    def add_cut(self, links: list[tuple[int, int]]) -> None:
+        for link in links:
+            assert link[0] != link[1]
+            self.cut[link] = self.cut.get(link, 0) + 1
+
+    def remove_cut(self, links: list[tuple[int, int]]) -> None:
+        for link in links:
+            count = self.cut.get(link, 0)
+            if count > 1:
+                self.cut[link] = count - 1
+            elif count == 1:
+                del self.cut[link]
 
     def heal(self) -> None:
         self.cut.clear()

@@ -39,8 +39,8 @@ FAULT_KINDS: tuple[str, ...] = (
 MUTATIONS: tuple[str, ...] = ("commit_old_terms", "vote_without_log_check", "read_without_read_index")
 """The test-only `RaftConfig.unsafe` switches the simulator can turn on."""
 
-fault_phase_ticks_min = 300
-fault_phase_ticks_max = 700
+fault_phase_ticks_min = 500
+fault_phase_ticks_max = 1500
 liveness_budget_ticks = 400
 """After healing, a leader must be elected and a fresh proposal committed
 within this many ticks (20+ election timeouts with the slowest timeout)."""
@@ -70,6 +70,10 @@ class SimParams:
     mutation: str | None
     election_timeout_ticks: int
     heartbeat_ticks: int
+    entries_per_msg_max: int
+    """Small batches split a new leader's catch-up from its first entry, which
+    is what exposes commit-rule bugs (Raft figure 8)."""
+    inflight_msgs_max: int
     delay_min_units: int
     delay_max_units: int
     loss_per_mille: int
@@ -77,6 +81,8 @@ class SimParams:
     partition_per_mille: int
     """Chance per tick that a partition starts (when none is active)."""
     partition_ticks_max: int
+    leader_isolation_per_mille: int
+    """Chance that a newly elected leader is cut off a moment after winning."""
     one_way_per_mille: int
     crash_per_mille: int
     """Chance per tick that one node crashes."""
@@ -125,12 +131,15 @@ def draw_params(rng: random.Random, *, seed: int, nodes: int, allowed: frozenset
         mutation=mutation,
         election_timeout_ticks=election_timeout,
         heartbeat_ticks=rng.choice((1, 2, 3)),
+        entries_per_msg_max=rng.choice((1, 1, 2, 3, 16, 4096)),
+        inflight_msgs_max=rng.choice((1, 2, 8, 256)),
         delay_min_units=delay_min,
         delay_max_units=delay_max,
         loss_per_mille=rate("loss", 5, 150),
         duplicate_per_mille=rate("duplicate", 5, 100),
         partition_per_mille=rate("partition", 5, 40),
         partition_ticks_max=rng.randint(20, 200),
+        leader_isolation_per_mille=rng.choice((0, 250, 500, 900)) if "partition" in enabled else 0,
         one_way_per_mille=rate("one_way", 5, 30),
         crash_per_mille=rate("crash", 3, 25),
         down_ticks_max=rng.randint(5, 150),

@@ -105,25 +105,24 @@ def _make_core_factory(params: SimParams, rng: random.Random) -> CoreFactory:
     def make(node_id: int, restored: PersistentState | None) -> ConsensusCore:
         config = RaftConfig(node_id=node_id, voters=voters,
                             election_timeout_ticks=params.election_timeout_ticks,
-                            heartbeat_ticks=params.heartbeat_ticks, unsafe=unsafe)
+                            heartbeat_ticks=params.heartbeat_ticks,
+                            entries_per_msg_max=params.entries_per_msg_max,
+                            inflight_msgs_max=params.inflight_msgs_max, unsafe=unsafe)
         return Raft(config, rng, restored)
 
     return make
 
 
 def _apply_conf(conf: ConfState, data: bytes) -> ConfState:
+    """The driver's own view of membership after an applied CONFIG entry (it
+    goes into the snapshots the driver takes)."""
     from ringbolt.consensus.codec import decode_conf_change
-    from ringbolt.consensus.types import ConfChangeKind
+    from ringbolt.consensus.membership import InvalidConfChange, apply_change
 
-    change = decode_conf_change(data)
-    voters, learners = set(conf.voters), set(conf.learners)
-    voters.discard(change.node_id)
-    learners.discard(change.node_id)
-    if change.kind == ConfChangeKind.ADD_VOTER:
-        voters.add(change.node_id)
-    elif change.kind == ConfChangeKind.ADD_LEARNER:
-        learners.add(change.node_id)
-    return ConfState(voters=frozenset(voters), learners=frozenset(learners))
+    try:
+        return apply_change(conf, decode_conf_change(data))
+    except InvalidConfChange:
+        return conf  # the core treats an invalid change as a no-op too
 
 
 FactoryMaker = Callable[[SimParams, random.Random], CoreFactory]

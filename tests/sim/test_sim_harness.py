@@ -47,7 +47,7 @@ def test_network_cuts_drop_messages_in_flight_and_fifo_without_reorder() -> None
         network.send(_Message(1, 2, n), now=n)
     times = [at for at, _ in scheduled]
     assert times == sorted(times)  # FIFO per link without the reorder fault
-    network.partition(frozenset({1}), frozenset({1, 2, 3}))
+    network.add_cut(network.partition_links(frozenset({1}), frozenset({1, 2, 3})))
     assert not network.arrive(scheduled[0][1])
     network.send(_Message(2, 1, 99), now=30)
     assert len(scheduled) == 20  # cut at send time: never scheduled
