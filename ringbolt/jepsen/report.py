@@ -1,0 +1,146 @@
+"""What a run produced: counts, availability under faults, recovery times, files, a plot.
+
+Theory of operation
+-------------------
+Everything here is computed from two inputs only: the history (records with
+`time` in ms since the run started) and the nemesis events (start/stop in
+seconds). An op belongs to a fault when it was *invoked* while the fault was
+active; availability of a kind is the share of those ops that completed ok.
+The recovery time after a heal is the time from the heal to the first ok
+completion of an op invoked after it (None if nothing succeeded before the
+run ended). `write_run_directory` lays out one run::
+
+    history.jsonl  nemesis.jsonl  summary.json  timeline.png  logs/n<i>.log
+
+The plot needs matplotlib, imported lazily; without it the plot is skipped
+with a warning in the summary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ringbolt.check.history import History
+from ringbolt.jepsen.nemesis import NemesisEvent
+
+FINAL_PROCESS_MIN = 10_000
+"""Processes from here on are the harness's final reads, not workload clients."""
+
+
+def completed_ops(history: History) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """(invoke, completion or None) pairs in invocation order."""
+    pairs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    open_by_process: dict[int, int] = {}
+    for record in history.ops:
+        if record["type"] == "invoke":
+            open_by_process[record["process"]] = len(pairs)
+            pairs.append((record, None))
+        else:
+            index = open_by_process.pop(record["process"])
+            pairs[index] = (pairs[index][0], record)
+    return pairs
+
+
+def counts(history: History) -> dict[str, int]:
+    result = {"ops": 0, "ok": 0, "fail": 0, "info": 0}
+    for _, completion in completed_ops(history):
+        result["ops"] += 1
+        result["info" if completion is None else completion["type"]] += 1
+    return result
+
+
+def availability(history: History, events: Sequence[NemesisEvent]) -> dict[str, dict[str, Any]]:
+    """kind -> {ops, ok, percent_ok} for client ops invoked during that kind of fault;
+    'none' holds ops invoked while no fault was active."""
+    table: dict[str, list[int]] = {}
+    for invoke, completion in completed_ops(history):
+        if invoke["process"] >= FINAL_PROCESS_MIN:
+            continue
+        at_s = invoke["time"] / 1000
+        kinds = {e.kind for e in events if e.start_s <= at_s <= e.stop_s} or {"none"}
+        for kind in kinds:
+            row = table.setdefault(kind, [0, 0])
+            row[0] += 1
+            row[1] += completion is not None and completion["type"] == "ok"
+    return {kind: {"ops": total, "ok": ok, "percent_ok": round(100 * ok / total, 1)}
+            for kind, (total, ok) in sorted(table.items())}
+
+
+def recovery_times(history: History, events: Sequence[NemesisEvent]) -> list[dict[str, Any]]:
+    """Per heal: seconds from the heal to the first ok op invoked after it."""
+    oks = sorted((invoke["time"] / 1000, completion["time"] / 1000)
+                 for invoke, completion in completed_ops(history)
+                 if completion is not None and completion["type"] == "ok"
+                 and invoke["process"] < FINAL_PROCESS_MIN)
+    result = []
+    for event in events:
+        first = min((done for invoked, done in oks if invoked >= event.stop_s), default=None)
+        result.append({"kind": event.kind, "healed_s": round(event.stop_s, 3),
+                       "recovery_s": None if first is None else round(first - event.stop_s, 3)})
+    return result
+
+
+def recovery_summary(recoveries: list[dict[str, Any]]) -> dict[str, float | None]:
+    values = [r["recovery_s"] for r in recoveries if r["recovery_s"] is not None]
+    if not values:
+        return {"mean_s": None, "max_s": None}
+    return {"mean_s": round(sum(values) / len(values), 3), "max_s": round(max(values), 3)}
+
+
+def write_history(history: History, directory: Path) -> None:
+    history.to_jsonl(directory / "history.jsonl")
+
+
+def write_nemesis_log(events: Sequence[NemesisEvent], errors: Sequence[str],
+                      directory: Path) -> None:
+    with open(directory / "nemesis.jsonl", "w", encoding="utf-8") as stream:
+        for event in events:
+            stream.write(json.dumps(event.to_dict()) + "\n")
+        for error in errors:
+            stream.write(json.dumps({"error": error}) + "\n")
+
+
+def plot_timeline(history: History, events: Sequence[NemesisEvent], path: Path,
+                  title: str) -> str | None:
+    """Write the timeline PNG; returns a warning instead when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional dependency, imported when used
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return "matplotlib is not installed; no timeline plot (pip install matplotlib)"
+    figure, axes = plt.subplots(figsize=(14, 6))
+    colours = {"ok": "tab:green", "fail": "tab:red", "info": "tab:orange"}
+    palette = plt.get_cmap("tab10")
+    kinds = sorted({e.kind for e in events})
+    for event in events:
+        axes.axvspan(event.start_s, event.stop_s, alpha=0.15,
+                     color=palette(kinds.index(event.kind) % 10), linewidth=0)
+    for kind in kinds:
+        axes.plot([], [], color=palette(kinds.index(kind) % 10), alpha=0.4, linewidth=8,
+                  label=kind)
+    for kind, colour in colours.items():
+        xs, ys = [], []
+        for invoke, completion in completed_ops(history):
+            outcome = "info" if completion is None else completion["type"]
+            if outcome != kind:
+                continue
+            end = invoke["time"] if completion is None else completion["time"]
+            xs.append(end / 1000)
+            ys.append(min(invoke["process"], FINAL_PROCESS_MIN // 1000 + 40))
+        axes.scatter(xs, ys, s=4, color=colour, label=f"{kind} ({len(xs)})")
+    axes.set_xlabel("seconds since start")
+    axes.set_ylabel("client process (final reads on top)")
+    axes.set_title(title)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return None
+
+
+def write_summary(summary: dict[str, Any], directory: Path) -> None:
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
