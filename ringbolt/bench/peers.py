@@ -1,0 +1,147 @@
+"""Start and stop the systems `ringbolt bench compare` measures.
+
+Theory of operation
+-------------------
+Each system is a context manager factory taking a scratch directory and
+yielding the RESP addresses to load. It starts its processes on 127.0.0.1
+and free ports, waits (bounded) until they answer, and on exit stops exactly
+the processes it started (SIGTERM, then SIGKILL after a grace period).
+
+A system that cannot be run here raises `Skipped` with the reason before
+starting anything; `compare` prints the reason and goes on. Only systems
+speaking RESP are driven by the load generator, so the same client measures
+every system; etcd, ZooKeeper and PySyncObj would each need their own
+client driver, which is not written yet, so they are skipped with that
+reason (see docs/benchmarks.md).
+
+    ringbolt   3 nodes via LocalCluster, one shard, fsync on; clients are
+               spread over all nodes (followers forward writes).
+    redis-aof-always  Debian redis-server, --appendonly yes --appendfsync always
+    redis-aof-off     Debian redis-server, no AOF and no RDB snapshots
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+Address = tuple[str, int]
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 60.0
+
+
+class Skipped(Exception):
+    """This system cannot be measured here; the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def ping(address: Address, timeout_s: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(address, timeout=timeout_s) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def wait_ping(address: Address, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise Skipped(f"process exited with status {process.returncode}")
+        if ping(address):
+            return
+        time.sleep(0.05)
+    raise Skipped(f"{address[0]}:{address[1]} did not answer PING in {timeout_s:.0f}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(grace_s)
+
+
+def redis_server_path() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "redis-server"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        found = shutil.which("redis-server")
+        if found:
+            return found
+    raise Skipped("redis-server is not installed (apt-get install -y redis-server)")
+
+
+@contextmanager
+def redis(scratch: Path, aof_always: bool) -> Iterator[list[Address]]:
+    binary = redis_server_path()
+    port = free_port()
+    scratch.mkdir(parents=True, exist_ok=True)
+    persistence = (["--appendonly", "yes", "--appendfsync", "always"] if aof_always
+                   else ["--appendonly", "no"])
+    command = [binary, "--bind", HOST, "--port", str(port), "--dir", str(scratch),
+               "--save", "", "--daemonize", "no", "--protected-mode", "no", *persistence]
+    log = open(scratch / "redis.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_ping((HOST, port), process, START_TIMEOUT_S)
+        yield [(HOST, port)]
+    finally:
+        stop_process(process)
+        log.close()
+
+
+@contextmanager
+def ringbolt(scratch: Path) -> Iterator[list[Address]]:
+    from ringbolt.server.process import ClusterError, LocalCluster, find_base_port
+
+    try:
+        cluster = LocalCluster(3, scratch, base_port=find_base_port(3), shards=1, fsync=True)
+    except ClusterError as error:
+        raise Skipped(str(error)) from error
+    with cluster:
+        cluster.start(START_TIMEOUT_S)
+        cluster.wait_for_leader(0, START_TIMEOUT_S)
+        yield [(HOST, port) for port in cluster.client_ports()]
+
+
+def unsupported(reason: str) -> Callable[[Path], AbstractContextManager[list[Address]]]:
+    @contextmanager
+    def start(scratch: Path) -> Iterator[list[Address]]:
+        raise Skipped(reason)
+        yield []  # pragma: no cover - unreachable, makes this a generator
+
+    return start
+
+
+NO_DRIVER = ("needs its own client driver (the load generator speaks RESP only); "
+             "not implemented yet")
+
+SYSTEMS: dict[str, Callable[[Path], AbstractContextManager[list[Address]]]] = {
+    "ringbolt": ringbolt,
+    "redis-aof-always": lambda scratch: redis(scratch, aof_always=True),
+    "redis-aof-off": lambda scratch: redis(scratch, aof_always=False),
+    "etcd": unsupported(f"etcd {NO_DRIVER}"),
+    "zookeeper": unsupported(f"zookeeper {NO_DRIVER}"),
+    "pysyncobj": unsupported(f"pysyncobj {NO_DRIVER}"),
+}
