@@ -10,7 +10,7 @@ The recovery time after a heal is the time from the heal to the first ok
 completion of an op invoked after it (None if nothing succeeded before the
 run ended). `write_run_directory` lays out one run::
 
-    history.jsonl  nemesis.jsonl  summary.json  timeline.png  logs/n<i>.log
+    history.jsonl  nemesis.jsonl  errors.jsonl  summary.json  timeline.png  logs/n<i>.log
 
 The plot needs matplotlib, imported lazily; without it the plot is skipped
 with a warning in the summary.
@@ -101,6 +101,13 @@ def write_nemesis_log(events: Sequence[NemesisEvent], errors: Sequence[str],
             stream.write(json.dumps(event.to_dict()) + "\n")
         for error in errors:
             stream.write(json.dumps({"error": error}) + "\n")
+
+
+def write_errors(errors: dict[int, str], directory: Path) -> None:
+    """Error replies by op id (the invoke's index in history.jsonl), for diagnosis."""
+    with open(directory / "errors.jsonl", "w", encoding="utf-8") as stream:
+        for op, text in sorted(errors.items()):
+            stream.write(json.dumps({"op": op, "error": text}) + "\n")
 
 
 def plot_timeline(history: History, events: Sequence[NemesisEvent], path: Path,

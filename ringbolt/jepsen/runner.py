@@ -152,6 +152,7 @@ def _exercise(options: RunOptions, seed: int, kinds: tuple[str, ...],
     }
     report.write_history(workload.history, run_dir)
     report.write_nemesis_log(nemesis.events, nemesis.errors, run_dir)
+    report.write_errors(getattr(workload, "errors", {}), run_dir)
     warning = report.plot_timeline(workload.history, nemesis.events, run_dir / "timeline.png",
                                    f"{options.workload} seed {seed}: {verdict.verdict}")
     if warning is not None:

@@ -67,7 +67,7 @@ class Workload(Protocol):
 def _connection(address: Address) -> Connection:
     return Connection(host=address[0], port=address[1], socket_timeout=limits.op_timeout_s,
                       socket_connect_timeout=1.0, decode_responses=True,
-                      retry=Retry(NoBackoff(), 0), lib_name=None, lib_version=None)
+                      retry=Retry(NoBackoff(), 0), driver_info=None)
 
 
 class Client:

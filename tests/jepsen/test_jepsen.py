@@ -1,0 +1,177 @@
+"""Jepsen harness: short real runs in network namespaces (root only), plus its pure parts."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringbolt.check.history import History
+from ringbolt.jepsen import cluster as cluster_module
+from ringbolt.jepsen import nemesis, report
+from ringbolt.jepsen.netns import NotRoot, leftovers, new_run_id, require_root
+from ringbolt.jepsen.runner import RunOptions, run_once
+
+
+def _root_problem() -> str | None:
+    try:
+        require_root()
+    except NotRoot as error:
+        return str(error)
+    return None
+
+
+needs_root = pytest.mark.skipif(_root_problem() is not None, reason=_root_problem() or "")
+
+
+def _our_node_processes(run_id: str) -> list[int]:
+    """Pids whose command line names this run's namespaces or data directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if f"rbj-{run_id}-" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _assert_clean() -> None:
+    run_id = new_run_id()
+    assert leftovers(run_id) == []
+    assert _our_node_processes(run_id) == []
+
+
+@needs_root
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workload", ["register", "set"])
+def test_short_run_is_valid_and_cleans_up(workload: str, tmp_path: Path) -> None:
+    options = RunOptions(nodes=5, time_s=14.0, nemesis="all", workload=workload,
+                         out_dir=tmp_path, fsync=False)
+    summary = run_once(options, seed=7, log=lambda text: None)
+    assert summary["valid"] is True, summary["linearizability"]["violations"][:1]
+    assert summary["lost_writes"] == 0
+    assert summary["unexpected"] == []
+    assert summary["ok"] > 100
+    assert summary["nemesis_events"] >= 1
+    run_dir = Path(summary["run_dir"])
+    for name in ("history.jsonl", "nemesis.jsonl", "summary.json", "errors.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert len(History.from_jsonl(run_dir / "history.jsonl")) == 2 * summary["ops"]
+    assert (run_dir / "logs" / "n1.log").stat().st_size > 0
+    _assert_clean()
+
+
+@needs_root
+@pytest.mark.timeout(60)
+def test_failed_startup_still_removes_namespaces_and_processes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Any, node: int, timeout_s: float = 0.0) -> None:
+        raise cluster_module.NodeError(f"node {node} refused by the test")
+
+    monkeypatch.setattr(cluster_module.NamespaceCluster, "wait_up", refuse)
+    with pytest.raises(cluster_module.NodeError, match="refused by the test"):
+        run_once(RunOptions(nodes=3, time_s=5.0, out_dir=tmp_path), seed=1,
+                 log=lambda text: None)
+    _assert_clean()
+
+
+@needs_root
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_unsafe_reads_are_reported_invalid_within_five_runs(tmp_path: Path) -> None:
+    options = RunOptions(nodes=5, time_s=15.0, nemesis="partition-leader", workload="register",
+                         unsafe=frozenset({"read_without_read_index"}), out_dir=tmp_path,
+                         fsync=False)
+    verdicts = []
+    for seed in range(1, 6):
+        verdicts.append(run_once(options, seed=seed, log=lambda text: None)["valid"])
+        if verdicts[-1] is False:
+            break
+    assert False in verdicts, verdicts
+    _assert_clean()
+
+
+def test_not_root_is_refused_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(NotRoot, match="needs root"):
+        require_root()
+
+
+def test_nemesis_names_resolve_to_kinds() -> None:
+    assert nemesis.resolve_kinds("all") == tuple(sorted(nemesis.FAULTS))
+    assert nemesis.resolve_kinds("none") == ()
+    assert nemesis.resolve_kinds("kill,slow") == ("kill", "kill-leader", "slow")
+    with pytest.raises(ValueError, match="unknown nemesis"):
+        nemesis.resolve_kinds("meteor")
+
+
+class _FakeNetwork:
+    def __init__(self) -> None:
+        self.pairs: set[tuple[int, int]] = set()
+
+    def cut(self, pairs: list[tuple[int, int]]) -> None:
+        self.pairs.update(pairs)
+
+    def heal_cuts(self) -> None:
+        self.pairs.clear()
+
+
+class _FakeCluster:
+    def __init__(self, nodes: int) -> None:
+        self.network = _FakeNetwork()
+        self.nodes = nodes
+
+    def node_ids(self) -> list[int]:
+        return list(range(1, self.nodes + 1))
+
+
+@pytest.mark.parametrize("nodes", [3, 5, 7])
+@pytest.mark.parametrize("kind", ["partition-ring", "partition-bridge", "partition-halves"])
+def test_partitions_leave_the_shape_they_promise(nodes: int, kind: str) -> None:
+    fake = _FakeCluster(nodes)
+    context = nemesis.FaultContext(cluster=fake)  # type: ignore[arg-type]
+    for seed in range(20):
+        targets, _, heal = nemesis.FAULTS[kind](context, random.Random(seed))
+        pairs = fake.network.pairs
+        assert all((b, a) in pairs for a, b in pairs)  # two-way cuts
+        sees = {n: {m for m in fake.node_ids() if (n, m) not in pairs} for n in fake.node_ids()}
+        majority = nodes // 2 + 1
+        if kind == "partition-ring":
+            assert all(len(seen) >= majority for seen in sees.values())
+            if nodes >= 5:
+                assert len({frozenset(s) for s in sees.values()}) == nodes
+        elif kind == "partition-bridge":
+            (bridge,) = targets
+            assert sees[bridge] == set(fake.node_ids())
+            assert sum(len(s) >= majority for s in sees.values()) >= 1
+        else:
+            assert sum(len(s) >= majority for s in sees.values()) == nodes - len(targets)
+            assert pairs
+        heal()
+        assert not fake.network.pairs
+
+
+def test_availability_and_recovery_come_from_the_history() -> None:
+    history = History()
+    a = history.invoke(0, "write", "k", "v1", time=1000)
+    history.ok(a, time=1010)
+    b = history.invoke(0, "write", "k", "v2", time=2000)  # during the fault
+    history.info(b, time=4000)
+    c = history.invoke(1, "read", "k", time=2500)  # during the fault
+    history.ok(c, "v1", time=2600)
+    d = history.invoke(1, "read", "k", time=5200)  # after the heal at 5.0 s
+    history.ok(d, "v2", time=5450)
+    event = nemesis.NemesisEvent(kind="pause", targets=(1,), detail="", start_s=1.5, stop_s=5.0)
+    table = report.availability(history, [event])
+    assert table == {"none": {"ops": 2, "ok": 2, "percent_ok": 100.0},
+                     "pause": {"ops": 2, "ok": 1, "percent_ok": 50.0}}
+    (recovery,) = report.recovery_times(history, [event])
+    assert recovery["recovery_s"] == pytest.approx(0.45)
+    assert report.counts(history) == {"ops": 4, "ok": 3, "fail": 0, "info": 1}
