@@ -39,10 +39,7 @@ from ringbolt.sim.params import TICK_UNITS, SimParams
 if TYPE_CHECKING:
     from ringbolt.sim.cluster import SimNode
 
-try:  # the checker's recorder, when the check package is present
-    from ringbolt.check.history import History
-except ImportError:  # pragma: no cover - exercised only before ringbolt.check lands
-    from ringbolt.sim.history import History  # type: ignore[assignment]
+from ringbolt.check.history import History
 
 backoff_ticks_max = 8
 

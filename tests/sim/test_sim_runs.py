@@ -94,3 +94,11 @@ def test_sim_command_exits_non_zero_on_a_violation() -> None:
     assert result.exit_code == 1
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["safety_violations"] + summary["linearizability_violations"] >= 1
+
+
+def test_results_do_not_depend_on_the_number_of_workers() -> None:
+    args = ["--nodes", "3", "--seeds", "6", "--json", "--faults", "crash,partition"]
+    one = CliRunner().invoke(sim, [*args, "--workers", "1"])
+    two = CliRunner().invoke(sim, [*args, "--workers", "2"])
+    assert one.exit_code == two.exit_code == 0
+    assert json.loads(one.output.splitlines()[-1]) == json.loads(two.output.splitlines()[-1])
