@@ -102,7 +102,8 @@ def bench(ctx: click.Context, addresses: tuple[str, ...], clients: int, procs: i
 @click.option("--duration", default=5.0, show_default=True)
 @click.option("--warmup", default=1.0, show_default=True)
 @click.option("--procs", default=2, show_default=True)
-@click.option("--reads", default=0.5, show_default=True)
+@click.option("--reads", default=0.0, show_default=True,
+              help="Fraction of GETs (default: writes only, as in the issue's table).")
 @click.option("--pipeline", default=1, show_default=True)
 @click.option("--keys", default=100_000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -43,7 +43,7 @@ class Shape:
     duration_s: float = 5.0
     warmup_s: float = 1.0
     procs: int = 2
-    reads: float = 0.5
+    reads: float = 0.0
     pipeline: int = 1
     keys: int = 100_000
     value_size: int = 100
