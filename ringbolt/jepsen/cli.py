@@ -101,6 +101,7 @@ def jepsen(nodes: int, time_s: float, nemesis: str, workload: str, runs: int, se
                        f"{ {True: 'VALID', False: 'INVALID', None: 'UNKNOWN'}[s['valid']] } "
                        f"ops {s['ops']} ok {s['ok']} fail {s['fail']} info {s['info']} "
                        f"lost {s['lost_writes']} faults {s['nemesis_events']} | "
-                       f"ok during: {availability} | recovery mean {s['recovery']['mean_s']} s "
-                       f"max {s['recovery']['max_s']} s | {s['run_dir']}")
+                       f"ok during: {availability} | all clients back after heal: mean "
+                       f"{s['recovery']['all_clients_s_mean']} s max "
+                       f"{s['recovery']['all_clients_s_max']} s | {s['run_dir']}")
     sys.exit(0 if result["valid"] is True else EXIT_INVALID)

@@ -31,13 +31,14 @@ FINAL_PROCESS_MIN = 10_000
 
 
 def completed_ops(history: History) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-    """(invoke, completion or None) pairs in invocation order."""
+    """(invoke, completion or None) pairs in invocation order; each invoke
+    carries its op id (index in the history) as "op"."""
     pairs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     open_by_process: dict[int, int] = {}
-    for record in history.ops:
+    for op_id, record in enumerate(history.ops):
         if record["type"] == "invoke":
             open_by_process[record["process"]] = len(pairs)
-            pairs.append((record, None))
+            pairs.append(({**record, "op": op_id}, None))
         else:
             index = open_by_process.pop(record["process"])
             pairs[index] = (pairs[index][0], record)
@@ -52,42 +53,57 @@ def counts(history: History) -> dict[str, int]:
     return result
 
 
-def availability(history: History, events: Sequence[NemesisEvent]) -> dict[str, dict[str, Any]]:
+def availability(history: History, events: Sequence[NemesisEvent],
+                 answered: frozenset[int] = frozenset()) -> dict[str, dict[str, Any]]:
     """kind -> {ops, ok, percent_ok} for client ops invoked during that kind of fault;
-    'none' holds ops invoked while no fault was active."""
+    'none' holds ops invoked while no fault was active. Ops in `answered` (op
+    ids whose fail was the model's answer, e.g. CAS 0) count as available."""
     table: dict[str, list[int]] = {}
     for invoke, completion in completed_ops(history):
         if invoke["process"] >= FINAL_PROCESS_MIN:
             continue
         at_s = invoke["time"] / 1000
         kinds = {e.kind for e in events if e.start_s <= at_s <= e.stop_s} or {"none"}
+        served = completion is not None and (completion["type"] == "ok"
+                                             or invoke["op"] in answered)
         for kind in kinds:
             row = table.setdefault(kind, [0, 0])
             row[0] += 1
-            row[1] += completion is not None and completion["type"] == "ok"
+            row[1] += served
     return {kind: {"ops": total, "ok": ok, "percent_ok": round(100 * ok / total, 1)}
             for kind, (total, ok) in sorted(table.items())}
 
 
 def recovery_times(history: History, events: Sequence[NemesisEvent]) -> list[dict[str, Any]]:
-    """Per heal: seconds from the heal to the first ok op invoked after it."""
-    oks = sorted((invoke["time"] / 1000, completion["time"] / 1000)
-                 for invoke, completion in completed_ops(history)
-                 if completion is not None and completion["type"] == "ok"
-                 and invoke["process"] < FINAL_PROCESS_MIN)
+    """Per heal: seconds from the heal to the first ok op invoked after it
+    (`first_ok_s`), and until EVERY client process had one (`all_clients_s`:
+    the clients of the faulted nodes are back too). None = not before the end."""
+    first_ok: dict[int, list[tuple[float, float]]] = {}
+    for invoke, completion in completed_ops(history):
+        if (completion is not None and completion["type"] == "ok"
+                and invoke["process"] < FINAL_PROCESS_MIN):
+            first_ok.setdefault(invoke["process"], []).append(
+                (invoke["time"] / 1000, completion["time"] / 1000))
     result = []
     for event in events:
-        first = min((done for invoked, done in oks if invoked >= event.stop_s), default=None)
+        per_process = [min((done for invoked, done in oks if invoked >= event.stop_s),
+                           default=None) for oks in first_ok.values()]
+        reached = [t for t in per_process if t is not None]
+        first = min(reached, default=None)
+        every = max(reached) if reached and len(reached) == len(per_process) else None
         result.append({"kind": event.kind, "healed_s": round(event.stop_s, 3),
-                       "recovery_s": None if first is None else round(first - event.stop_s, 3)})
+                       "first_ok_s": None if first is None else round(first - event.stop_s, 3),
+                       "all_clients_s": None if every is None else round(every - event.stop_s, 3)})
     return result
 
 
 def recovery_summary(recoveries: list[dict[str, Any]]) -> dict[str, float | None]:
-    values = [r["recovery_s"] for r in recoveries if r["recovery_s"] is not None]
-    if not values:
-        return {"mean_s": None, "max_s": None}
-    return {"mean_s": round(sum(values) / len(values), 3), "max_s": round(max(values), 3)}
+    summary: dict[str, float | None] = {}
+    for name in ("first_ok_s", "all_clients_s"):
+        values = [r[name] for r in recoveries if r[name] is not None]
+        summary[f"{name}_mean"] = round(sum(values) / len(values), 3) if values else None
+        summary[f"{name}_max"] = round(max(values), 3) if values else None
+    return summary
 
 
 def write_history(history: History, directory: Path) -> None:

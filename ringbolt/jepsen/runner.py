@@ -144,7 +144,8 @@ def _exercise(options: RunOptions, seed: int, kinds: tuple[str, ...],
         "unexpected": final.unexpected[:50],
         "unread": final.unread[:50],
         "linearizability": verdict.to_dict(),
-        "availability": report.availability(workload.history, nemesis.events),
+        "availability": report.availability(workload.history, nemesis.events,
+                                            frozenset(workload.answered)),
         "recovery": report.recovery_summary(recoveries),
         "recoveries": recoveries,
         "converge_after_heal_s": None if converge_s is None else round(converge_s, 3),
@@ -152,7 +153,7 @@ def _exercise(options: RunOptions, seed: int, kinds: tuple[str, ...],
     }
     report.write_history(workload.history, run_dir)
     report.write_nemesis_log(nemesis.events, nemesis.errors, run_dir)
-    report.write_errors(getattr(workload, "errors", {}), run_dir)
+    report.write_errors(workload.errors, run_dir)
     warning = report.plot_timeline(workload.history, nemesis.events, run_dir / "timeline.png",
                                    f"{options.workload} seed {seed}: {verdict.verdict}")
     if warning is not None:

@@ -56,6 +56,8 @@ class FinalReport:
 class Workload(Protocol):
     name: str
     history: History
+    errors: dict[int, str]
+    answered: set[int]
 
     async def run_clients(self, addresses: dict[int, Address], until_s: float) -> None: ...
 
@@ -80,6 +82,8 @@ class Client:
         self.started_at = started_at
         self.history = History(clock=self._now_ms)
         self.errors: dict[int, str] = {}
+        self.answered: set[int] = set()
+        """Op ids that failed by the model's answer (CAS 0): the cluster was available."""
         self.values = itertools.count()
         self._final: Connection | None = None
         self._final_node = -1
@@ -140,6 +144,7 @@ class Client:
         outcome, reply = await self.call(connection, "CAS", key, expected, new)
         if outcome == "ok" and reply in (0, "0"):
             outcome = "fail"
+            self.answered.add(op)
         return self._complete_write(op, outcome, reply)
 
     def _complete_write(self, op: int, outcome: str, reply: Any) -> str:

@@ -173,5 +173,12 @@ def test_availability_and_recovery_come_from_the_history() -> None:
     assert table == {"none": {"ops": 2, "ok": 2, "percent_ok": 100.0},
                      "pause": {"ops": 2, "ok": 1, "percent_ok": 50.0}}
     (recovery,) = report.recovery_times(history, [event])
-    assert recovery["recovery_s"] == pytest.approx(0.45)
-    assert report.counts(history) == {"ops": 4, "ok": 3, "fail": 0, "info": 1}
+    assert recovery["first_ok_s"] == pytest.approx(0.45)
+    assert recovery["all_clients_s"] is None  # process 0 had no ok op after the heal
+    e = history.invoke(0, "cas", "k", ["v1", "v3"], time=5500)
+    history.fail(e, time=5600)
+    (recovery,) = report.recovery_times(history, [event])
+    assert recovery["all_clients_s"] is None  # a failed CAS is no ok op
+    assert report.availability(history, [event], frozenset({e}))["none"]["ok"] == 3
+    assert report.availability(history, [event])["none"]["ok"] == 2
+    assert report.counts(history) == {"ops": 5, "ok": 3, "fail": 1, "info": 1}
