@@ -18,8 +18,10 @@ namespaces only:
 * a *slow link* is a `tbf` queue on a node's eth0 (this kernel has no netem;
   `slow` uses netem when available: delay + loss);
 * `destroy()` deletes the namespaces (which takes their veths along) and the
-  bridge, and `cleanup_stale()` removes whatever an earlier run left behind:
-  a run id is its harness pid in hex, so a name whose pid is dead is stale.
+  bridge, and `cleanup_stale()` removes whatever an earlier run left behind
+  (node processes in its namespaces, namespaces, links, node data in
+  $TMPDIR/rbj-<run>-*): a run id is its harness pid in hex, so a name whose
+  pid is dead is stale.
 
 Every command is `ip`/`tc` run with a timeout; a failing command raises
 `NetworkError` with its stderr.
@@ -32,7 +34,9 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
 from ringbolt.jepsen import limits
 
@@ -117,6 +121,12 @@ def cleanup_stale(keep_run_id: str | None = None) -> list[str]:
             continue
         run(["ip", "link", "del", link], check=False)
         removed.append(link)
+    for directory in Path(tempfile.gettempdir()).glob(f"{PREFIX}-*-*"):
+        match = re.fullmatch(rf"{PREFIX}-([0-9a-f]+)-.+", directory.name)
+        if match is None or match.group(1) == keep_run_id or _pid_alive(int(match.group(1), 16)):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(str(directory))
     return removed
 
 
