@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,14 @@ import pytest
 from ringbolt.check.history import History
 from ringbolt.jepsen import cluster as cluster_module
 from ringbolt.jepsen import nemesis, report
-from ringbolt.jepsen.netns import NotRoot, leftovers, new_run_id, require_root
+from ringbolt.jepsen.netns import (
+    NotRoot,
+    TestNetwork,
+    cleanup_stale,
+    leftovers,
+    new_run_id,
+    require_root,
+)
 from ringbolt.jepsen.runner import RunOptions, run_once
 
 
@@ -96,6 +104,22 @@ def test_unsafe_reads_are_reported_invalid_within_five_runs(tmp_path: Path) -> N
             break
     assert False in verdicts, verdicts
     _assert_clean()
+
+
+@needs_root
+def test_leftovers_of_a_crashed_run_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run_id = f"{dead.pid:x}"
+    network = TestNetwork(run_id, 2)
+    network.create()
+    try:
+        assert len(leftovers(run_id)) == 2 + 1 + 2  # namespaces, bridge, root-side veths
+        removed = cleanup_stale(keep_run_id=new_run_id())
+        assert network.namespace(1) in removed
+        assert leftovers(run_id) == []
+    finally:
+        network.destroy()
 
 
 def test_not_root_is_refused_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
