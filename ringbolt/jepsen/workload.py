@@ -251,21 +251,61 @@ class SetWorkload(Client):
 
     async def final_reads(self, addresses: dict[int, Address]) -> FinalReport:
         report = FinalReport()
-        process = 10_000
-        for element in sorted(self.added, key=lambda e: int(e[1:])):
-            answered, value = await self.read_retrying(process, addresses, element)
-            if not answered:
-                report.unread.append(element)
-            elif value is None and self.added[element] == "ok":
-                report.lost.append(element)
-            elif value is not None and (value != element or self.added[element] == "fail"):
-                report.unexpected.append(element)
+        pending = sorted(self.added, key=lambda e: int(e[1:]))
+        failures = 0
+        while pending and failures < limits.final_read_attempts:
+            batch = pending[:limits.set_final_read_batch]
+            answers = await self._read_batch(10_000, addresses, batch)
+            if len(answers) < len(batch):
+                failures += 1
+                await asyncio.sleep(0.2)
+            pending = [e for e in pending if e not in answers]
+            for element, value in answers.items():
+                if value is None and self.added[element] == "ok":
+                    report.lost.append(element)
+                elif value is not None and (value != element or self.added[element] == "fail"):
+                    report.unexpected.append(element)
+        report.unread += pending
         present = await self._scan(addresses)
         if present is None:
             report.unread.append("<scan>")
         else:
             report.unexpected += sorted(k for k in present if k not in self.added)
         return report
+
+    async def _read_batch(self, process: int, addresses: dict[int, Address],
+                          keys: list[str]) -> dict[str, str | None]:
+        """Pipelined GETs on the final connection; returns what was answered."""
+        nodes = sorted(addresses)
+        if self._final is None:
+            self._final_node = (self._final_node + 1) % len(nodes)
+            self._final = _connection(addresses[nodes[self._final_node]])
+        answers: dict[str, str | None] = {}
+        try:
+            await asyncio.wait_for(self._final.connect(), 1.5)
+        except (RedisError, OSError, TimeoutError):
+            await self._drop_final()
+            return answers
+        ops = [self.history.invoke(process + i, "read", key) for i, key in enumerate(keys)]
+        try:
+            await self._final.send_packed_command(
+                self._final.pack_commands([("GET", key) for key in keys]))
+            for op, key in zip(ops, keys, strict=True):
+                try:
+                    reply = await asyncio.wait_for(self._final.read_response(),
+                                                   limits.op_timeout_s)
+                except ResponseError as error:
+                    self.history.fail(op)
+                    self.errors[op] = str(error)
+                    continue
+                self.history.ok(op, reply)
+                answers[key] = None if reply is None else str(reply)
+        except (RedisError, OSError, TimeoutError):
+            await self._drop_final()
+        for op in ops:
+            if op in self.history.outstanding().values():
+                self.history.fail(op)
+        return answers
 
     async def _scan(self, addresses: dict[int, Address]) -> set[str] | None:
         for node in sorted(addresses):
