@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ringbolt.bench.loadgen import LoadError, LoadSpec, run_load
-from ringbolt.bench.peers import SYSTEMS, Skipped
+from ringbolt.bench.peers import PROTOCOL, SYSTEMS, Skipped
 
 __all__ = ["SYSTEMS", "Shape", "render_table", "run_compare"]
 
@@ -49,8 +49,9 @@ class Shape:
     value_size: int = 100
 
 
-def measure(addresses: list[tuple[str, int]], shape: Shape, clients: int) -> dict[str, Any]:
-    spec = LoadSpec(addresses=tuple(addresses), clients=clients, procs=min(shape.procs, clients),
+def measure(addresses: list[tuple[str, int]], shape: Shape, clients: int,
+            protocol: str = "resp") -> dict[str, Any]:
+    spec = LoadSpec(addresses=tuple(addresses), protocol=protocol, clients=clients, procs=min(shape.procs, clients),
                     keys=shape.keys, value_size=shape.value_size, reads=shape.reads,
                     duration_s=shape.duration_s, warmup_s=shape.warmup_s,
                     pipeline=shape.pipeline, max_time_s=shape.warmup_s + shape.duration_s + 60)
@@ -68,7 +69,7 @@ def run_system(name: str, shape: Shape, log: Callable[[str], None] | None) -> di
         try:
             with start(Path(scratch)) as addresses:
                 for clients in shape.clients:
-                    row = measure(addresses, shape, clients)
+                    row = measure(addresses, shape, clients, PROTOCOL.get(name, "resp"))
                     entry["results"][str(clients)] = row
                     if log:
                         log(f"  {name:<18} clients {clients:>4}: {row['ops_per_s']:>10,.0f} ops/s"

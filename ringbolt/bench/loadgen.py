@@ -33,9 +33,11 @@ not report in time are terminated.
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import contextlib
 import itertools
+import json
 import multiprocessing
 import random
 import resource
@@ -57,6 +59,8 @@ MAX_PIPELINE = 1024
 MAX_KEYS = 10_000_000
 MAX_VALUE_SIZE = 1 << 20
 MAX_ZIPF_TABLE = 1_000_000
+MAX_HTTP_HEADER = 16 * 1024
+PROTOCOLS = ("resp", "etcd")
 
 
 class LoadError(Exception):
@@ -84,6 +88,7 @@ class LoadSpec:
     connect_timeout_s: float = 5.0
     max_time_s: float = 600.0
     seed: int = 1
+    protocol: str = "resp"
 
     def check(self) -> None:
         if not self.addresses:
@@ -98,6 +103,8 @@ class LoadSpec:
             raise LoadError(f"keys must be in 1..{MAX_KEYS}")
         if not 1 <= self.value_size <= MAX_VALUE_SIZE or not 8 <= self.key_size <= 1024:
             raise LoadError("value size must be 1..1 MiB and key size 8..1024")
+        if self.protocol not in PROTOCOLS:
+            raise LoadError(f"protocol must be one of {PROTOCOLS}")
         if self.dist not in ("uniform", "zipfian"):
             raise LoadError("dist must be uniform or zipfian")
         if self.reads < 0 or self.cas < 0 or self.reads + self.cas > 1:
@@ -209,13 +216,56 @@ class CommandMaker:
         for _ in range(size):
             draw = self.rng.random()
             key = self.key()
-            if draw < self.spec.reads:
+            if self.spec.protocol == "etcd":
+                parts.append(etcd_request(key, None if draw < self.spec.reads else self.value))
+            elif draw < self.spec.reads:
                 parts.append(resp_command(b"GET", key))
             elif draw < self.spec.reads + self.spec.cas:
                 parts.append(resp_command(b"CAS", key, self.value, self.value))
             else:
                 parts.append(resp_command(b"SET", key, self.value))
         return b"".join(parts)
+
+
+def etcd_request(key: bytes, value: bytes | None) -> bytes:
+    """One HTTP/1.1 request to etcd's v3 JSON gateway: put, or a linearizable range."""
+    body = {"key": base64.b64encode(key).decode()}
+    if value is not None:
+        body["value"] = base64.b64encode(value).decode()
+    payload = json.dumps(body).encode()
+    path = b"/v3/kv/range" if value is None else b"/v3/kv/put"
+    return (b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path, len(payload), payload))
+
+
+class HttpReader:
+    """Splits a stream of HTTP/1.1 responses with Content-Length (hiredis-like API)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def gets(self) -> object:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > MAX_HTTP_HEADER:
+                raise hiredis.ProtocolError("HTTP header too long")
+            return False
+        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        length = None
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        if length is None:
+            raise hiredis.ProtocolError("HTTP response without Content-Length")
+        if len(self.buffer) < end + 4 + length:
+            return False
+        del self.buffer[:end + 4 + length]
+        status = head[0].split(" ", 2)[1]
+        return True if status == "200" else RuntimeError(f"HTTP{status}")
 
 
 def error_kind(reply: Exception) -> str:
@@ -284,7 +334,7 @@ class Worker:
 
     async def drive(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     maker: CommandMaker, interval: float | None, next_start: float) -> float:
-        parser = hiredis.Reader()
+        parser: Any = HttpReader() if self.spec.protocol == "etcd" else hiredis.Reader()
         while True:
             now = time.monotonic()
             if now >= self.deadline:
@@ -307,7 +357,7 @@ class Worker:
             self.account(started, time.monotonic(), size, errors)
 
     @staticmethod
-    async def replies(reader: asyncio.StreamReader, parser: hiredis.Reader,
+    async def replies(reader: asyncio.StreamReader, parser: Any,
                       count: int) -> list[str]:
         errors: list[str] = []
         received = 0

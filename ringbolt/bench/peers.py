@@ -11,13 +11,16 @@ A system that cannot be run here raises `Skipped` with the reason before
 starting anything; `compare` prints the reason and goes on. Only systems
 speaking RESP are driven by the load generator, so the same client measures
 every system; etcd, ZooKeeper and PySyncObj would each need their own
-client driver, which is not written yet, so they are skipped with that
-reason (see docs/benchmarks.md).
+client driver; etcd is driven through its v3 JSON gateway over HTTP/1.1
+keep-alive connections by the same load generator (`protocol="etcd"`);
+ZooKeeper and PySyncObj drivers are not written yet, so they are skipped
+with that reason (see docs/benchmarks.md).
 
     ringbolt   3 nodes via LocalCluster, one shard, fsync on; clients are
                spread over all nodes (followers forward writes).
     redis-aof-always  Debian redis-server, --appendonly yes --appendfsync always
     redis-aof-off     Debian redis-server, no AOF and no RDB snapshots
+    etcd       3 members of Debian etcd-server (3.4), defaults (fsync on)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -125,6 +129,56 @@ def ringbolt(scratch: Path) -> Iterator[list[Address]]:
         yield [(HOST, port) for port in cluster.client_ports()]
 
 
+def etcd_path() -> str:
+    found = shutil.which("etcd")
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "etcd-server"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        found = shutil.which("etcd")
+    if not found:
+        raise Skipped("etcd is not installed (apt-get install -y etcd-server)")
+    return found
+
+
+def etcd_healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=1.0) as reply:
+            return b'"true"' in reply.read()
+    except OSError:
+        return False
+
+
+@contextmanager
+def etcd(scratch: Path) -> Iterator[list[Address]]:
+    binary = etcd_path()
+    members = [(f"m{i}", free_port(), free_port()) for i in range(1, 4)]
+    initial = ",".join(f"{name}=http://{HOST}:{peer}" for name, _, peer in members)
+    processes: list[subprocess.Popen[bytes]] = []
+    log = open(scratch / "etcd.log", "wb")  # noqa: SIM115 - closed below
+    try:
+        for name, client, peer in members:
+            processes.append(subprocess.Popen(
+                [binary, "--name", name, "--data-dir", str(scratch / name),
+                 "--listen-client-urls", f"http://{HOST}:{client}",
+                 "--advertise-client-urls", f"http://{HOST}:{client}",
+                 "--listen-peer-urls", f"http://{HOST}:{peer}",
+                 "--initial-advertise-peer-urls", f"http://{HOST}:{peer}",
+                 "--initial-cluster", initial, "--initial-cluster-state", "new",
+                 "--initial-cluster-token", "ringbolt-bench", "--log-level", "error"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not all(etcd_healthy(client) for _, client, _ in members):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise Skipped("etcd cluster did not become healthy (see etcd.log)")
+            time.sleep(0.2)
+        yield [(HOST, client) for _, client, _ in members]
+    finally:
+        for process in processes:
+            stop_process(process)
+        log.close()
+
+
 def unsupported(reason: str) -> Callable[[Path], AbstractContextManager[list[Address]]]:
     @contextmanager
     def start(scratch: Path) -> Iterator[list[Address]]:
@@ -141,7 +195,10 @@ SYSTEMS: dict[str, Callable[[Path], AbstractContextManager[list[Address]]]] = {
     "ringbolt": ringbolt,
     "redis-aof-always": lambda scratch: redis(scratch, aof_always=True),
     "redis-aof-off": lambda scratch: redis(scratch, aof_always=False),
-    "etcd": unsupported(f"etcd {NO_DRIVER}"),
+    "etcd": etcd,
     "zookeeper": unsupported(f"zookeeper {NO_DRIVER}"),
     "pysyncobj": unsupported(f"pysyncobj {NO_DRIVER}"),
 }
+
+# The load generator's wire protocol per system (default RESP).
+PROTOCOL = {"etcd": "etcd"}
