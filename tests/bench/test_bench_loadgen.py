@@ -15,7 +15,15 @@ from click.testing import CliRunner
 from ringbolt.bench.cli import bench
 from ringbolt.bench.compare import ratios, render_table
 from ringbolt.bench.histogram import LatencyHistogram
-from ringbolt.bench.loadgen import KeyChooser, LoadError, LoadSpec, parse_address, run_load
+from ringbolt.bench.loadgen import (
+    HttpReader,
+    KeyChooser,
+    LoadError,
+    LoadSpec,
+    etcd_request,
+    parse_address,
+    run_load,
+)
 from ringbolt.server.connection import serve_clients
 from ringbolt.server.local import LocalService
 
@@ -214,3 +222,39 @@ def test_compare_against_redis_without_aof() -> None:
     assert {"ops_per_s", "p50_ms", "p99_ms"} <= set(row)
     assert report["systems"]["etcd"]["status"] == "skipped"
     assert "ratios" in report
+
+
+def test_http_reader_splits_pipelined_responses_and_flags_errors() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    bad = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+    reader = HttpReader()
+    stream = ok + bad + ok
+    reader.feed(stream[:30])
+    assert reader.gets() is False
+    reader.feed(stream[30:])
+    assert reader.gets() is True
+    failed = reader.gets()
+    assert isinstance(failed, RuntimeError) and str(failed) == "HTTP503"
+    assert reader.gets() is True
+    assert reader.gets() is False
+
+
+def test_etcd_request_encodes_put_and_range() -> None:
+    put = etcd_request(b"key:1", b"vv")
+    head, _, body = put.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v3/kv/put HTTP/1.1")
+    assert json.loads(body) == {"key": "a2V5OjE=", "value": "dnY="}
+    assert b"Content-Length: %d" % len(body) in head
+    assert etcd_request(b"key:1", None).startswith(b"POST /v3/kv/range ")
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd (etcd-server) not installed")
+def test_compare_against_etcd() -> None:
+    result = CliRunner().invoke(bench, [
+        "compare", "--systems", "etcd", "--duration", "1", "--warmup", "0.3",
+        "--clients", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.output)["systems"]["etcd"]
+    assert entry["status"] == "ok", entry
+    assert entry["results"]["2"]["ops_per_s"] > 0
+    assert entry["results"]["2"]["error_total"] == 0
