@@ -75,3 +75,12 @@ assert frame_msgs_max <= peer_queue_msgs_max
 assert frame_bytes_max > project.value_bytes_ceiling
 assert reconnect_backoff_initial_s < reconnect_backoff_max_s
 assert heartbeat_ticks_default < election_timeout_ticks_default
+
+leaderless_writes_max = 4_096
+"""Writes a node holds while one of its shards has no known leader (an
+election is in progress); past this they are refused with BUSY."""
+
+leaderless_wait_s = 2.0
+"""How long such a write waits for a leader before it fails as "not executed,
+retry" (ten default election timeouts: elections settle well within it)."""
+

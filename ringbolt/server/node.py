@@ -106,6 +106,8 @@ class Node:
         self._scan_cursors: dict[int, tuple[int, bytes]] = {}
         self._scan_ids = itertools.count(1)
         self._work = asyncio.Event()
+        self._leaderless: dict[int, collections.deque[tuple[float, bytes, asyncio.Future[Result]]]] = {}
+        self._leaderless_count = 0
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._finishing: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -385,6 +387,8 @@ class Node:
             for replica in self.replicas.values():
                 replica.core.tick()
             self.stats["ticks"] += 1
+            if self._leaderless:
+                self._retry_leaderless(time.monotonic())
             if count % _EXPIRE_EVERY_TICKS == 0:
                 now = time.monotonic()
                 for replica in self.replicas.values():
@@ -424,9 +428,41 @@ class Node:
                 self._work.set()
                 return future
         if leader in (0, self.node_id):
-            return _failed(Unavailable(f"shard {group_id} has no leader (election in "
-                                       "progress); the command was not executed, retry"))
+            return self._park_leaderless(group_id, command)
         return self.forwarder.forward(leader, group_id, command)
+
+    def _park_leaderless(self, group_id: int, command: bytes) -> asyncio.Future[Result]:
+        """No leader is known (an election is in progress): hold the write,
+        bounded in count and time, until one is (see `_retry_leaderless`)."""
+        if self._leaderless_count >= limits.leaderless_writes_max:
+            return _failed(Busy(f"shard {group_id} has no leader and too many writes wait "
+                                "for one; not executed, retry"))
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        deadline = time.monotonic() + limits.leaderless_wait_s
+        self._leaderless.setdefault(group_id, collections.deque()).append(
+            (deadline, command, future))
+        self._leaderless_count += 1
+        return future
+
+    def _retry_leaderless(self, now: float) -> None:
+        for group_id in list(self._leaderless):
+            replica = self.replicas[group_id]
+            waiting = self._leaderless.pop(group_id)
+            self._leaderless_count -= len(waiting)
+            known = replica.role is Role.LEADER or replica.leader not in (0, self.node_id)
+            for deadline, command, future in waiting:
+                if future.done():
+                    continue  # the client went away
+                if known or self._stopping:
+                    _chain(self._write(group_id, command), future)
+                elif deadline <= now:
+                    fail_quietly(future, Unavailable(
+                        f"shard {group_id} has no leader (election in progress); "
+                        "the command was not executed, retry"))
+                else:
+                    self._leaderless.setdefault(group_id, collections.deque()).append(
+                        (deadline, command, future))
+                    self._leaderless_count += 1
 
     def submit_read(self, key: bytes, *, stale: bool = False) -> asyncio.Future[ReadValue]:
         replica = self.replicas[self.ring.shard_for_key(key)]
@@ -601,6 +637,23 @@ class Node:
                 "forwards_inflight": len(self.forwarder.inflight),
                 "replicas": {g: r.statistics() for g, r in self.replicas.items()},
                 "transport": self.transport.statistics()}
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    """Complete `target` as `source` completes."""
+    def copy(done: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+            return
+        error = done.exception()
+        if error is not None:
+            fail_quietly(target, error)
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)
 
 
 def _failed(error: ServiceError) -> asyncio.Future[Any]:

@@ -24,9 +24,8 @@ with `Unavailable`; for writes the message says the outcome is unknown.
 
 Compaction has two halves. Every max(`compact_every_entries`, keys in the
 group) applied entries the replica hands the core a snapshot image from the
-store (`core.compact`), which bounds the in-memory log. When the log is
-quiet (nothing appended past the applied index) and `compact_every_entries`
-were applied since the last time, it fsyncs the store and records snapshot
+store (`core.compact`), which bounds the in-memory log. Every
+`compact_every_entries` applied entries (even under steady load) it fsyncs the store and records snapshot
 metadata + checkpoint in the WAL, which may then delete old segments. After a
 restart the store may be ahead of the WAL's snapshot: the core re-delivers the
 entries in between, the replica skips them (the store has them), and then
@@ -282,8 +281,7 @@ class Replica:
         if self.snapshot_stale or self.applied - self.compacted >= max(
                 self.compact_every_entries, keys):
             self._compact()
-        if (status.last_index == self.applied
-                and self.applied - self.checkpointed >= self.compact_every_entries):
+        if self.applied - self.checkpointed >= self.compact_every_entries:
             self._checkpoint(status)
 
     def _complete(self, entry: Entry, result: Result) -> None:
@@ -330,8 +328,8 @@ class Replica:
     def _checkpoint(self, status: Status) -> None:
         """Let the WAL delete old segments: fsync the store, then record the
         snapshot metadata and the checkpoint (both made durable by the next
-        round's WAL sync). Done only when the log holds nothing past the applied
-        index: the WAL treats snapshot metadata as its group's new last index."""
+        round's WAL sync). The log may hold entries past the applied index:
+        replay keeps those that follow the checkpoint's (index, term)."""
         index, term = self.store.checkpoint(self.storage_id)
         assert index == self.applied, "the store and the replica disagree on applied"
         meta = SnapshotMeta(index=index, term=term, conf=status.conf)

@@ -370,7 +370,10 @@ class WriteAheadLog:
             self._check_appendable(len(framed))
             last = self._appended_last_index.get(group_id, 0)
             if snapshot_meta is not None:
-                last = snapshot_meta.index
+                # A checkpoint below the log's end keeps the suffix (replay keeps
+                # entries after a snapshot whose index/term they match); an
+                # installed snapshot ahead of it moves the end forward.
+                last = max(last, snapshot_meta.index)
             if entries:
                 assert entries[0].index >= 1
                 assert entries[0].index <= last + 1, f"gap: group {group_id} last {last}, got {entries[0].index}"

@@ -236,3 +236,24 @@ def test_checkpointed_active_segment_is_deleted_once_it_rotates(tmp_path: Path) 
     assert state.entries == []
     assert state.snapshot is not None and state.snapshot.meta.index == 60
     wal.close()
+
+
+def test_checkpoint_below_the_log_end_keeps_appending_under_load(tmp_path: Path) -> None:
+    """A checkpoint taken while the log runs ahead of the applied index (steady
+    load) neither trips the gap check nor loses the suffix, and lets old
+    segments go."""
+    wal = WriteAheadLog.open(tmp_path, segment_bytes_max=limits.segment_bytes_min)
+    for index in range(1, 301):
+        wal.append(1, entries=[entry(index, size=100)])
+        if index % 50 == 0:  # applied lags the log by 20 entries when checkpointing
+            wal.append(1, snapshot_meta=SnapshotMeta(index=index - 20, term=1, conf=CONF))
+            wal.compact(1, index - 20)
+        wal.sync()
+    assert wal.statistics()["segments_deleted"] > 0
+    wal = reopen(wal, tmp_path, segment_bytes_max=limits.segment_bytes_min)
+    recovered = wal.recovered()[1]
+    assert recovered.snapshot is not None
+    assert recovered.snapshot.meta.index == 280
+    assert recovered.entries == [entry(i, size=100) for i in range(281, 301)]
+    wal.append(1, entries=[entry(301, size=100)])
+    wal.close()
