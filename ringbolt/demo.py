@@ -121,13 +121,18 @@ class DemoWorkload:
             return await self._write(process, client, key)
         return await self._cas(process, client, key, rng)
 
-    def _note_ok(self) -> None:
+    def _note_ok(self, write_invoked_at: float | None = None) -> None:
+        """Count a success; failover ends with the first write *invoked* after
+        the kill that is acknowledged (reads or in-flight writes don't count)."""
         self.stats.ok += 1
-        if self.stats.killed_at is not None and self.stats.first_ok_after_kill is None:
+        killed_at = self.stats.killed_at
+        if (write_invoked_at is not None and killed_at is not None
+                and write_invoked_at >= killed_at and self.stats.first_ok_after_kill is None):
             self.stats.first_ok_after_kill = time.monotonic()
 
     async def _write(self, process: int, client: aioredis.Redis, key: str) -> bool:
         value = f"v{next(self.value_counter)}"
+        invoked_at = time.monotonic()
         op = self.history.invoke(process, "write", key, value)
         try:
             await client.set(key, value)
@@ -136,7 +141,7 @@ class DemoWorkload:
             self.stats.unknown += 1
             return False
         self.history.ok(op)
-        self._note_ok()
+        self._note_ok(invoked_at)
         return True
 
     async def _cas(self, process: int, client: aioredis.Redis, key: str, rng: random.Random) -> bool:
@@ -171,6 +176,7 @@ class DemoWorkload:
     async def _ledger_write(self, process: int, client: aioredis.Redis) -> bool:
         key = f"ledger{next(self.ledger_counter)}"
         value = f"entry-{key}"
+        invoked_at = time.monotonic()
         try:
             await client.set(key, value)
         except RedisError:
@@ -178,7 +184,7 @@ class DemoWorkload:
             return False
         self.ledger[key] = value
         self.stats.ledger_acked += 1
-        self._note_ok()
+        self._note_ok(invoked_at)
         return True
 
     async def verify_ledger(self) -> list[str]:
