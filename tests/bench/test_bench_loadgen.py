@@ -211,7 +211,7 @@ def test_ratios_and_table_from_a_synthetic_result() -> None:
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_compare_against_redis_without_aof() -> None:
     result = CliRunner().invoke(bench, [
-        "compare", "--systems", "redis-aof-off,etcd", "--duration", "2", "--warmup", "0.3",
+        "compare", "--systems", "redis-aof-off,zookeeper", "--duration", "2", "--warmup", "0.3",
         "--clients", "1", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -220,7 +220,7 @@ def test_compare_against_redis_without_aof() -> None:
     row = redis_entry["results"]["1"]
     assert row["ops_per_s"] > 0 and row["error_total"] == 0
     assert {"ops_per_s", "p50_ms", "p99_ms"} <= set(row)
-    assert report["systems"]["etcd"]["status"] == "skipped"
+    assert report["systems"]["zookeeper"]["status"] == "skipped"
     assert "ratios" in report
 
 
