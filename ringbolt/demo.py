@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import json
 import random
 import signal
 import tempfile
@@ -229,7 +230,8 @@ def _table(stats: DemoStats, elapsed_s: float) -> Table:
     return table
 
 
-async def run_demo(duration_s: float, seed: int, data_dir: Path, base_port: int, console: Console) -> int:
+async def run_demo(duration_s: float, seed: int, data_dir: Path, base_port: int,
+                   console: Console) -> dict[str, object]:
     from ringbolt.server.process import LocalCluster
 
     cluster = LocalCluster(3, data_dir=data_dir, base_port=base_port)
@@ -283,24 +285,36 @@ async def run_demo(duration_s: float, seed: int, data_dir: Path, base_port: int,
             console.print(f"[red]violation[/]: {violation}")
     if lost:
         console.print(f"[red]lost[/]: {lost[:20]}")
-    ok = result.valid and not lost and stats.first_ok_after_kill is not None
+    ok = bool(result.valid) and not lost and stats.first_ok_after_kill is not None
     console.print("[bold green]demo passed[/]" if ok else "[bold red]demo FAILED[/]")
-    return 0 if ok else 1
+    return {"passed": ok, "failover_ms": None if failover is None else round(failover * 1000),
+            "ops_ok": stats.ok, "ops_checked": result.ops_checked, "linearizable": result.valid,
+            "acknowledged_writes": len(workload.ledger), "lost_writes": len(lost)}
 
 
 @click.command()
 @click.option("--duration", "duration_s", default=20.0, show_default=True, help="Workload seconds.")
 @click.option("--seed", default=1, show_default=True, help="Workload RNG seed.")
-@click.option("--base-port", default=17379, show_default=True, help="RESP port of node 1.")
+@click.option("--base-port", type=int, default=None,
+              help="RESP port of node 1 (default: the first free range from 17379).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON summary on stdout (progress goes to stderr).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Where nodes keep data (default: a temporary directory, removed after).")
-def demo(duration_s: float, seed: int, base_port: int, data_dir: Path | None) -> None:
+def demo(duration_s: float, seed: int, base_port: int | None, data_dir: Path | None,
+         as_json: bool) -> None:
     """Start a local 3-node cluster, run a workload, SIGKILL the leader, verify nothing was lost."""
-    console = Console()
+    from ringbolt.server.process import find_base_port
+
+    console = Console(stderr=as_json)
     if duration_s < 5 or duration_s > 600:
         raise click.BadParameter("must be between 5 and 600 seconds", param_hint="--duration")
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ringbolt-demo-")))
-        code = asyncio.run(run_demo(duration_s, seed, data_dir, base_port, console))
-    raise SystemExit(code)
+        if base_port is None:
+            base_port = find_base_port(3, start=17379)
+        summary = asyncio.run(run_demo(duration_s, seed, data_dir, base_port, console))
+    if as_json:
+        click.echo(json.dumps(summary))
+    raise SystemExit(0 if summary["passed"] else 1)
