@@ -432,9 +432,7 @@ def run_load(spec: LoadSpec, on_progress: Callable[[int, float], None] | None = 
         sender.close()
         workers.append((process, receiver))
     try:
-        for _ in parts:
-            if not ready.acquire(timeout=60.0):
-                raise LoadError("a worker process did not start within 60 s")
+        wait_ready(ready, [process for process, _ in workers], timeout_s=60.0)
         go.set()
         started = time.monotonic()
         hard_stop = started + min(spec.max_time_s, spec.warmup_s + spec.duration_s) + 30.0
@@ -446,6 +444,16 @@ def run_load(spec: LoadSpec, on_progress: Callable[[int, float], None] | None = 
                 process.terminate()
             process.join(5.0)
     return merge(spec, results)
+
+
+def wait_ready(ready: Any, processes: list[Any], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for _ in processes:
+        while not ready.acquire(timeout=0.1):
+            if any(p.exitcode is not None for p in processes):
+                raise LoadError("a worker process exited before starting")
+            if time.monotonic() > deadline:
+                raise LoadError(f"a worker process did not start within {timeout_s:.0f} s")
 
 
 def collect(workers: list[tuple[Any, Connection]], counters: SynchronizedArray[int],
