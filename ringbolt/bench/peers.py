@@ -13,14 +13,17 @@ speaking RESP are driven by the load generator, so the same client measures
 every system; etcd, ZooKeeper and PySyncObj would each need their own
 client driver; etcd is driven through its v3 JSON gateway over HTTP/1.1
 keep-alive connections by the same load generator (`protocol="etcd"`);
-ZooKeeper and PySyncObj drivers are not written yet, so they are skipped
-with that reason (see docs/benchmarks.md).
+PySyncObj has no client protocol, so each of its 3 processes runs
+`ringbolt.bench.pysyncobj_node` (a RESP front end over a ReplDict); the
+ZooKeeper driver is not written yet, so it is skipped with that reason
+(see docs/benchmarks.md).
 
     ringbolt   3 nodes via LocalCluster, one shard, fsync on; clients are
                spread over all nodes (followers forward writes).
     redis-aof-always  Debian redis-server, --appendonly yes --appendfsync always
     redis-aof-off     Debian redis-server, no AOF and no RDB snapshots
     etcd       3 members of Debian etcd-server (3.4), defaults (fsync on)
+    pysyncobj  3 PySyncObj processes with a RESP front end (no fsync)
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -179,6 +183,32 @@ def etcd(scratch: Path) -> Iterator[list[Address]]:
         log.close()
 
 
+@contextmanager
+def pysyncobj(scratch: Path) -> Iterator[list[Address]]:
+    try:
+        import pysyncobj  # noqa: F401
+    except ImportError as error:
+        raise Skipped("pysyncobj is not installed (pip install pysyncobj)") from error
+    nodes = [(free_port(), free_port()) for _ in range(3)]
+    processes: list[subprocess.Popen[bytes]] = []
+    log = open(scratch / "pysyncobj.log", "wb")  # noqa: SIM115 - closed below
+    try:
+        for index, (client, raft) in enumerate(nodes):
+            partners = [f"--partner={HOST}:{r}" for i, (_, r) in enumerate(nodes) if i != index]
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "ringbolt.bench.pysyncobj_node", "--port", str(client),
+                 "--self", f"{HOST}:{raft}", *partners],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True))
+        for process, (client, _) in zip(processes, nodes, strict=True):
+            wait_ping((HOST, client), process, START_TIMEOUT_S)
+        yield [(HOST, client) for client, _ in nodes]
+    finally:
+        for process in processes:
+            stop_process(process)
+        log.close()
+
+
 def unsupported(reason: str) -> Callable[[Path], AbstractContextManager[list[Address]]]:
     @contextmanager
     def start(scratch: Path) -> Iterator[list[Address]]:
@@ -197,7 +227,7 @@ SYSTEMS: dict[str, Callable[[Path], AbstractContextManager[list[Address]]]] = {
     "redis-aof-off": lambda scratch: redis(scratch, aof_always=False),
     "etcd": etcd,
     "zookeeper": unsupported(f"zookeeper {NO_DRIVER}"),
-    "pysyncobj": unsupported(f"pysyncobj {NO_DRIVER}"),
+    "pysyncobj": pysyncobj,
 }
 
 # The load generator's wire protocol per system (default RESP).
