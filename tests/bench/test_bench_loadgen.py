@@ -258,3 +258,15 @@ def test_compare_against_etcd() -> None:
     assert entry["status"] == "ok", entry
     assert entry["results"]["2"]["ops_per_s"] > 0
     assert entry["results"]["2"]["error_total"] == 0
+
+
+def test_compare_against_pysyncobj() -> None:
+    pytest.importorskip("pysyncobj", reason="pysyncobj not installed")
+    result = CliRunner().invoke(bench, [
+        "compare", "--systems", "pysyncobj", "--duration", "1", "--warmup", "0.5",
+        "--clients", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.output)["systems"]["pysyncobj"]
+    assert entry["status"] == "ok", entry
+    assert entry["results"]["4"]["ops_per_s"] > 0
+    assert entry["results"]["4"]["error_total"] == 0
