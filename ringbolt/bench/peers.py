@@ -28,6 +28,7 @@ ZooKeeper driver is not written yet, so it is skipped with that reason
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -185,10 +186,13 @@ def etcd(scratch: Path) -> Iterator[list[Address]]:
 
 @contextmanager
 def pysyncobj(scratch: Path) -> Iterator[list[Address]]:
-    try:
-        import pysyncobj  # noqa: F401
-    except ImportError as error:
-        raise Skipped("pysyncobj is not installed (pip install pysyncobj)") from error
+    if importlib.util.find_spec("pysyncobj") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "pysyncobj==0.3.17"],
+                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=600)
+        importlib.invalidate_caches()
+        if importlib.util.find_spec("pysyncobj") is None:
+            raise Skipped("pysyncobj is not installed and pip could not install it")
     nodes = [(free_port(), free_port()) for _ in range(3)]
     processes: list[subprocess.Popen[bytes]] = []
     log = open(scratch / "pysyncobj.log", "wb")  # noqa: SIM115 - closed below
