@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from ringbolt.client.client import Client
 from ringbolt.shard.leaders import plan_leader_moves
 
@@ -75,23 +77,35 @@ class DistributedSystem:
 
     def balance_load(self, timeout_s: float = 15.0) -> list[dict[str, Any]]:
         """Spread shard leadership evenly over the nodes (leadership transfer);
-        returns the moves made, as {"shard", "from", "to"}."""
-        layout = self.client.refresh_layout()
-        if layout is None:
-            raise RuntimeError("no node answered CLUSTER DESCRIBE")
-        members = {group: list(layout.addresses) for group in layout.leaders}
-        moves = plan_leader_moves(layout.leaders, members, sorted(layout.addresses))
-        for move in moves:
-            self.client.execute_on(layout.addresses[move.source], "CLUSTER", "TRANSFER",
-                                   move.shard, move.target)
+        returns the moves that took effect, as {"shard", "from", "to"}. A
+        transfer that does not complete (the target lagged, a leader changed)
+        is planned again from a fresh layout, until `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        while moves and time.monotonic() < deadline:
+        made: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
             layout = self.client.refresh_layout()
-            if layout is not None and all(
-                    layout.leaders.get(move.shard) == move.target for move in moves):
+            if layout is None:
+                raise RuntimeError("no node answered CLUSTER DESCRIBE")
+            members = {group: list(layout.addresses) for group in layout.leaders}
+            moves = plan_leader_moves(layout.leaders, members, sorted(layout.addresses))
+            if not moves:
                 break
-            time.sleep(0.05)
-        return [{"shard": m.shard, "from": m.source, "to": m.target} for m in moves]
+            for move in moves:
+                with contextlib.suppress(RedisError):  # lost the lead meanwhile: re-plan
+                    self.client.execute_on(layout.addresses[move.source], "CLUSTER",
+                                           "TRANSFER", move.shard, move.target)
+            round_deadline = min(deadline, time.monotonic() + 2.0)
+            while time.monotonic() < round_deadline:
+                time.sleep(0.05)
+                current = self.client.refresh_layout()
+                if current is not None and all(
+                        current.leaders.get(m.shard) == m.target for m in moves):
+                    break
+            current = self.client.refresh_layout()
+            leaders = current.leaders if current is not None else {}
+            made += [{"shard": m.shard, "from": m.source, "to": m.target}
+                     for m in moves if leaders.get(m.shard) == m.target]
+        return made
 
     def close(self) -> None:
         self._stack.close()
