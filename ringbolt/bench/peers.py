@@ -50,11 +50,24 @@ class Skipped(Exception):
     """This system cannot be measured here; the message says why."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
+    """A bindable port below Linux's ephemeral range (32768+), never handed out
+    twice by this process: a port from the ephemeral range can be taken by an
+    outgoing peer connection before the server that should listen on it binds."""
+    for port in range(20_000 + os.getpid() % 3_000 * 3, 32_000):
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise Skipped("no free port below 32000")
 
 
 def ping(address: Address, timeout_s: float = 1.0) -> bool:
