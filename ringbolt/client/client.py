@@ -72,6 +72,30 @@ class _Routing:
         return candidates[(self.rotation + attempt) % len(candidates)]
 
 
+class _Retrier:
+    """One call's retry state, shared by both clients: what the policy says
+    after an error, the deadline, the backoff and the attempt count."""
+
+    def __init__(self, routing: _Routing, deadline_s: float, command: Any) -> None:
+        self.write = str(command).upper() in WRITE_COMMANDS
+        self.deadline = time.monotonic() + deadline_s
+        self.backoff = Backoff(routing.rng)
+        self.attempt = 0
+
+    def delay_after(self, error: BaseException, *, sent: bool) -> float:
+        """Seconds to wait before the next attempt, or raise what the caller gets."""
+        action = classify(error, sent=sent, write=self.write)
+        if action is Action.RAISE:
+            raise error
+        if action is Action.UNKNOWN:
+            raise error if isinstance(error, OutcomeUnknown) else OutcomeUnknown(str(error))
+        if time.monotonic() >= self.deadline:
+            raise redis.exceptions.TimeoutError(
+                f"gave up after {self.attempt + 1} attempts: {error}")
+        self.attempt += 1
+        return self.backoff.next_delay_s()
+
+
 class Client:
     """A synchronous ringbolt client. Thread-safe like redis-py's pools."""
 
@@ -145,34 +169,22 @@ class Client:
 
     def execute(self, *args: Any, key: str | bytes | None = None) -> Any:
         """Run one command, routed by `key`, retried per the policy until the deadline."""
-        write = str(args[0]).upper() in WRITE_COMMANDS
         routing_key = None if key is None else _as_bytes(key)
         if self._routing.layout is None:
             self.refresh_layout()
-        deadline = time.monotonic() + self._deadline_s
-        backoff = Backoff(self._routing.rng)
-        attempt = 0
+        retrier = _Retrier(self._routing, self._deadline_s, args[0])
         while True:
-            address = self._routing.target(routing_key, attempt)
-            sent = True
+            address = self._routing.target(routing_key, retrier.attempt)
             try:
                 [result] = self._send(address, [args])
                 if not isinstance(result, Exception):
                     return result
-                error: BaseException = result
+                delay_s = retrier.delay_after(result, sent=True)
             except _NotSent as not_sent:
-                sent, error = False, not_sent.error
+                delay_s = retrier.delay_after(not_sent.error, sent=False)
             except OutcomeUnknown as unknown:
-                error = unknown
-            action = classify(error, sent=sent, write=write)
-            if action is Action.RAISE:
-                raise error
-            if action is Action.UNKNOWN:
-                raise error if isinstance(error, OutcomeUnknown) else OutcomeUnknown(str(error))
-            if time.monotonic() >= deadline:
-                raise redis.exceptions.TimeoutError(f"gave up after {attempt + 1} attempts: {error}")
-            time.sleep(backoff.next_delay_s())
-            attempt += 1
+                delay_s = retrier.delay_after(unknown, sent=True)
+            time.sleep(delay_s)
             self.refresh_layout()
 
     # -- commands ------------------------------------------------------------------
@@ -340,34 +352,22 @@ class AsyncClient:
         return None
 
     async def execute(self, *args: Any, key: str | bytes | None = None) -> Any:
-        write = str(args[0]).upper() in WRITE_COMMANDS
         routing_key = None if key is None else _as_bytes(key)
         if self._routing.layout is None:
             await self.refresh_layout()
-        deadline = time.monotonic() + self._deadline_s
-        backoff = Backoff(self._routing.rng)
-        attempt = 0
+        retrier = _Retrier(self._routing, self._deadline_s, args[0])
         while True:
-            address = self._routing.target(routing_key, attempt)
-            sent = True
+            address = self._routing.target(routing_key, retrier.attempt)
             try:
                 result = await self._send(address, args)
                 if not isinstance(result, Exception):
                     return result
-                error: BaseException = result
+                delay_s = retrier.delay_after(result, sent=True)
             except _NotSent as not_sent:
-                sent, error = False, not_sent.error
+                delay_s = retrier.delay_after(not_sent.error, sent=False)
             except OutcomeUnknown as unknown:
-                error = unknown
-            action = classify(error, sent=sent, write=write)
-            if action is Action.RAISE:
-                raise error
-            if action is Action.UNKNOWN:
-                raise error if isinstance(error, OutcomeUnknown) else OutcomeUnknown(str(error))
-            if time.monotonic() >= deadline:
-                raise redis.exceptions.TimeoutError(f"gave up after {attempt + 1} attempts: {error}")
-            await asyncio.sleep(backoff.next_delay_s())
-            attempt += 1
+                delay_s = retrier.delay_after(unknown, sent=True)
+            await asyncio.sleep(delay_s)
             await self.refresh_layout()
 
     async def get(self, key: str | bytes) -> Any:
