@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ringbolt import limits as project
+from ringbolt.consensus.raft import UNSAFE_MUTATIONS
 from ringbolt.server import limits
 
 
@@ -50,6 +51,8 @@ class PeerConfig:
     """Peer (Raft) address."""
     client_address: Address | None = None
     admin_address: Address | None = None
+    dc: str = ""
+    zone: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +71,11 @@ class NodeConfig:
     data_dir: Path
     peers: Mapping[int, PeerConfig] = field(default_factory=dict)
     shards: int = 1
+    replicas: int = 3
+    """Replicas per shard (capped by the number of nodes)."""
+    join: bool = False
+    """True for a node added to a running cluster: it hosts nothing until the
+    cluster map places shards on it (`ringbolt cluster add-node`)."""
     dc: str = ""
     zone: str = ""
     requirepass: str | None = None
@@ -77,6 +85,9 @@ class NodeConfig:
     heartbeat_ticks: int = limits.heartbeat_ticks_default
     limits: NodeLimits = field(default_factory=NodeLimits)
     log_level: str = "info"
+    unsafe: frozenset[str] = frozenset()
+    """TEST-ONLY Raft mutations (`consensus.raft.UNSAFE_MUTATIONS`) that break
+    safety on purpose, so that fault tests can prove they catch bugs."""
 
     @property
     def voters(self) -> frozenset[int]:
@@ -86,9 +97,9 @@ class NodeConfig:
 _TOP_FIELDS = {
     "node_id", "client_address", "peer_address", "admin_address", "data_dir", "peers",
     "shards", "dc", "zone", "requirepass", "fsync", "tick_ms", "election_timeout_ticks",
-    "heartbeat_ticks", "limits", "log_level",
+    "heartbeat_ticks", "limits", "log_level", "replicas", "join", "unsafe",
 }
-_PEER_FIELDS = {"address", "client_address", "admin_address"}
+_PEER_FIELDS = {"address", "client_address", "admin_address", "dc", "zone"}
 _LIMIT_FIELDS = {"key_bytes_max", "value_bytes_max", "clients_max"}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -140,6 +151,9 @@ def parse_config(document: Mapping[str, Any], *, base_dir: Path = Path(".")) -> 
                                  high=10_000, default=limits.heartbeat_ticks_default),
         limits=_limits(document.get("limits", {})),
         log_level=_string(document, "log_level", "log_level", default="info"),
+        replicas=_integer(document, "replicas", "replicas", low=1, high=7, default=3),
+        join=_boolean(document, "join", "join", default=False),
+        unsafe=_unsafe(document.get("unsafe", [])),
     )
     if config.heartbeat_ticks >= config.election_timeout_ticks:
         raise ConfigError("heartbeat_ticks", "must be smaller than election_timeout_ticks")
@@ -176,8 +190,20 @@ def _peers(raw: object, node_id: int) -> dict[int, PeerConfig]:
             address=_address(table.get("address"), where + ".address"),
             client_address=None if client is None else _address(client, where + ".client_address"),
             admin_address=None if admin is None else _address(admin, where + ".admin_address"),
+            dc=_string(table, "dc", where + ".dc", default=""),
+            zone=_string(table, "zone", where + ".zone", default=""),
         )
     return peers
+
+
+def _unsafe(raw: object) -> frozenset[str]:
+    if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
+        raise ConfigError("unsafe", f"expected a list of mutation names, got {_show(raw)}")
+    unknown = sorted(set(raw) - UNSAFE_MUTATIONS)
+    if unknown:
+        raise ConfigError("unsafe", f"unknown mutation {unknown[0]!r}; known: "
+                                    f"{', '.join(sorted(UNSAFE_MUTATIONS))}")
+    return frozenset(raw)
 
 
 def _limits(raw: object) -> NodeLimits:
@@ -274,6 +300,7 @@ def render_config(config: NodeConfig) -> str:
     lines += [
         f"data_dir = {_quote(str(config.data_dir))}",
         f"shards = {config.shards}",
+        f"replicas = {config.replicas}",
         f"dc = {_quote(config.dc)}",
         f"zone = {_quote(config.zone)}",
         f"fsync = {'true' if config.fsync else 'false'}",
@@ -282,6 +309,10 @@ def render_config(config: NodeConfig) -> str:
         f"heartbeat_ticks = {config.heartbeat_ticks}",
         f"log_level = {_quote(config.log_level)}",
     ]
+    if config.join:
+        lines.append("join = true")
+    if config.unsafe:
+        lines.append(f"unsafe = [{', '.join(_quote(name) for name in sorted(config.unsafe))}]")
     if config.requirepass:
         lines.append(f"requirepass = {_quote(config.requirepass)}")
     lines += ["", "[limits]",
@@ -294,6 +325,10 @@ def render_config(config: NodeConfig) -> str:
             lines.append(f'client_address = "{peer.client_address}"')
         if peer.admin_address is not None:
             lines.append(f'admin_address = "{peer.admin_address}"')
+        if peer.dc:
+            lines.append(f"dc = {_quote(peer.dc)}")
+        if peer.zone:
+            lines.append(f"zone = {_quote(peer.zone)}")
     return "\n".join(lines) + "\n"
 
 

@@ -131,6 +131,10 @@ class Node:
 
     async def start(self) -> None:
         """Open storage, bind every port, then start talking. Raises `StartupError`."""
+        if self.config.unsafe:
+            log.warning("node %d: UNSAFE test-only Raft mutations are ON: %s -- this node "
+                        "breaks consistency on purpose", self.node_id,
+                        ", ".join(sorted(self.config.unsafe)))
         self._open_storage()
         try:
             await self._bind()
@@ -172,7 +176,8 @@ class Node:
         for group_id in self.group_ids:
             core = Raft(RaftConfig(node_id=self.node_id, voters=self.config.voters,
                                    election_timeout_ticks=self.config.election_timeout_ticks,
-                                   heartbeat_ticks=self.config.heartbeat_ticks),
+                                   heartbeat_ticks=self.config.heartbeat_ticks,
+                                   unsafe=self.config.unsafe),
                         random.Random(self.rng.random()),
                         self._restored(recovered.get(storage_id(group_id)), group_id))
             self.replicas[group_id] = Replica(group_id, core, self._wal, self._store,

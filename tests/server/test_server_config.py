@@ -46,13 +46,20 @@ def test_good_config_parses_with_defaults() -> None:
     assert config.limits.value_bytes_max == 4096
     assert config.limits.key_bytes_max == 64 * 1024
     assert config.requirepass is None
+    assert config.unsafe == frozenset() and config.join is False and config.replicas == 3
 
 
 def test_render_then_load_gives_the_same_config(tmp_path: Path) -> None:
     document = good()
     document["requirepass"] = 'se"cret'
     document["fsync"] = False
+    document["unsafe"] = ["read_without_read_index"]
+    document["join"] = True
+    document["replicas"] = 5
+    document["peers"]["3"]["dc"] = "east"
     config = parse_config(document)
+    assert config.unsafe == frozenset({"read_without_read_index"})
+    assert config.peers[3].dc == "east"
     path = tmp_path / "node.toml"
     path.write_text(render_config(config))
     assert load_config(path) == config
@@ -73,6 +80,9 @@ def test_render_then_load_gives_the_same_config(tmp_path: Path) -> None:
     ({"peers": {"2": {"adress": "h:1"}}}, "config error: peers.2.adress: unknown field"),
     ({"admin_address": "127.0.0.1:7379"}, "config error: admin_address: 127.0.0.1:7379 is already used by client_address"),
     ({"heartbeat_ticks": 50}, "config error: heartbeat_ticks: must be smaller than election_timeout_ticks"),
+    ({"unsafe": ["no_fsync"]}, "config error: unsafe: unknown mutation 'no_fsync'; known: commit_old_terms, read_without_read_index, vote_without_log_check"),
+    ({"unsafe": "read_without_read_index"}, "config error: unsafe: expected a list of mutation names, got 'read_without_read_index' (str)"),
+    ({"replicas": 0}, "config error: replicas: must be in 1..7, got 0"),
     ({"log_level": "loud"}, "config error: log_level: expected one of debug, info, warning, error, got 'loud'"),
 ])
 def test_bad_field_is_named_in_one_line(change: dict[str, Any], expected: str) -> None:
