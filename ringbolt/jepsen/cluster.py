@@ -5,9 +5,9 @@ Theory of operation
 `NamespaceCluster(network, work_dir, log_dir)` writes one `NodeConfig` per node
 (every node on its namespace address, fixed ports: RESP 6379, peer 7000, admin
 8000) and starts ``ip netns exec NS python -m ringbolt serve --config ...``
-(`ip netns exec` execs, so the Popen pid IS the node). Nodes with an
-`unsafe` mutation start through `ringbolt.jepsen.unsafe_serve`, which passes
-the switch into the Raft config (the node config has no field for it).
+(`ip netns exec` execs, so the Popen pid IS the node). An `unsafe` mutation
+(test-only, to prove the checkers catch bugs) goes into each node's TOML as
+``unsafe = [...]``; the node passes it to every group's Raft config.
 
 Signals go only to processes this object started: `kill` (SIGKILL),
 `pause`/`resume` (SIGSTOP/SIGCONT), `start` again after a kill. Node logs are
@@ -72,7 +72,8 @@ class NamespaceCluster:
         assert own.client_address is not None
         return NodeConfig(node_id=node, client_address=own.client_address,
                           peer_address=own.address, admin_address=own.admin_address,
-                          data_dir=self.work_dir / f"n{node}", peers=peers, fsync=self.fsync)
+                          data_dir=self.work_dir / f"n{node}", peers=peers, fsync=self.fsync,
+                          unsafe=self.unsafe)
 
     def config_path(self, node: int) -> Path:
         return self.work_dir / f"n{node}.toml"
@@ -94,13 +95,9 @@ class NamespaceCluster:
         self._close_log(node)
         log = open(self.log_path(node), "ab")  # noqa: SIM115 - closed in _close_log
         self._logs[node] = log
-        module = "ringbolt"
-        arguments = ["serve", "--config", str(self.config_path(node))]
-        if self.unsafe:
-            module = "ringbolt.jepsen.unsafe_serve"
-            arguments = ["--unsafe", ",".join(sorted(self.unsafe)), *arguments[1:]]
         self.processes[node] = subprocess.Popen(
-            [*self.network.exec_prefix(node), sys.executable, "-m", module, *arguments],
+            [*self.network.exec_prefix(node), sys.executable, "-m", "ringbolt", "serve",
+             "--config", str(self.config_path(node))],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         self.paused.discard(node)

@@ -22,6 +22,7 @@ from ringbolt.jepsen.netns import (
     require_root,
 )
 from ringbolt.jepsen.runner import RunOptions, run_once
+from ringbolt.server.config import load_config, render_config
 
 
 def _root_problem() -> str | None:
@@ -206,3 +207,18 @@ def test_availability_and_recovery_come_from_the_history() -> None:
     assert report.availability(history, [event], frozenset({e}))["none"]["ok"] == 3
     assert report.availability(history, [event])["none"]["ok"] == 2
     assert report.counts(history) == {"ops": 5, "ok": 3, "fail": 1, "info": 1}
+
+
+def test_unsafe_switch_is_written_into_every_node_config(tmp_path: Path) -> None:
+    network = TestNetwork("0", 3)
+    network.subnet = 1  # addresses only; nothing is created
+    unsafe = frozenset({"read_without_read_index"})
+    cluster = cluster_module.NamespaceCluster(network, tmp_path, tmp_path / "logs", unsafe=unsafe)
+    for node in network.node_ids():
+        text = render_config(cluster.config(node))
+        assert 'unsafe = ["read_without_read_index"]' in text
+        path = tmp_path / f"n{node}.toml"
+        path.write_text(text)
+        assert load_config(path).unsafe == unsafe
+    safe = cluster_module.NamespaceCluster(network, tmp_path, tmp_path / "logs")
+    assert "unsafe =" not in render_config(safe.config(1))
