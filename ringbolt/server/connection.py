@@ -43,6 +43,7 @@ from ringbolt.server.commands import (
     Session,
     command,
     compile_glob,
+    defer_coroutine,
     execute,
     parse_integer,
 )
@@ -615,10 +616,23 @@ def _cluster_transfer(session: Session, arguments: list[bytes]) -> Reply:
     return resp.encode_simple("OK")
 
 
+_CLUSTER_ADMIN = frozenset({b"MAP", b"ADDNODE", b"DRAINNODE", b"REMOVENODE", b"REBALANCE",
+                            b"SPLIT"})
+
+
+def _admin_reply(session: Session, result: bytes, context: object) -> bytes:
+    return resp.encode_value(result, session.protocol)
+
+
 @command("cluster", -2, "stale")
 def _cluster(session: Session, arguments: list[bytes]) -> Reply:
     if len(arguments) == 4 and arguments[1].upper() == b"TRANSFER":
         return _cluster_transfer(session, arguments)
+    if arguments[1].upper() in _CLUSTER_ADMIN:
+        admin = getattr(session.service, "cluster_admin", None)
+        if admin is None:
+            return resp.encode_error("ERR this server has no cluster map")
+        return defer_coroutine(session, admin(arguments[1:]), _admin_reply)
     if len(arguments) != 2:
         return _unknown_subcommand(arguments)
     sub = arguments[1].upper()

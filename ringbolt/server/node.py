@@ -62,9 +62,10 @@ from ringbolt.consensus.types import (
     Snapshot,
 )
 from ringbolt.kv.machine import Result
-from ringbolt.server import limits
-from ringbolt.server.config import NodeConfig
+from ringbolt.server import limits, membership
+from ringbolt.server.config import Address, NodeConfig
 from ringbolt.server.forward import Forwarder
+from ringbolt.server.membership import META_GROUP_ID, Membership, bootstrap_map
 from ringbolt.server.replica import ReadValue, Replica, fail_quietly, storage_id
 from ringbolt.server.service import (
     Busy,
@@ -74,6 +75,8 @@ from ringbolt.server.service import (
     Unavailable,
 )
 from ringbolt.server.transport import ForwardRequest, ForwardResponse, MalformedFrame, Transport
+from ringbolt.shard import reconcile
+from ringbolt.shard.clustermap import ClusterMap
 from ringbolt.shard.ring import Ring
 from ringbolt.storage.engine import StateMachineStore
 from ringbolt.storage.errors import StorageError, StorageFailed, StorageFull
@@ -96,9 +99,15 @@ class Node:
         self.limits = ServiceLimits(key_bytes_max=config.limits.key_bytes_max,
                                     value_bytes_max=config.limits.value_bytes_max,
                                     requirepass=config.requirepass)
-        self.group_ids = list(range(config.shards))
-        self.ring = Ring.uniform(self.group_ids)
+        self.ring: Ring | None = None
+        """key -> shard, from the cluster map (None until this node has a map)."""
         self.replicas: dict[int, Replica] = {}
+        """Hosted groups: the meta group and the shards the map places here."""
+        self._retired: dict[int, Replica] = {}
+        """Groups moved away: kept (not ticked) so re-hosting resumes their state."""
+        self.membership = Membership(self)
+        self._client_addresses: dict[int, str] = {
+            p.node_id: str(p.client_address) for p in config.peers.values() if p.client_address}
         self.transport = Transport(config.node_id,
                                    {p.node_id: p.address for p in config.peers.values()},
                                    self, random.Random(self.rng.random()))
@@ -173,15 +182,89 @@ class Node:
             if self._wal is not None:
                 self._wal.close()
             raise StartupError(f"data_dir {data_dir}: {error}") from None
-        for group_id in self.group_ids:
-            core = Raft(RaftConfig(node_id=self.node_id, voters=self.config.voters,
-                                   election_timeout_ticks=self.config.election_timeout_ticks,
-                                   heartbeat_ticks=self.config.heartbeat_ticks,
-                                   unsafe=self.config.unsafe),
-                        random.Random(self.rng.random()),
-                        self._restored(recovered.get(storage_id(group_id)), group_id))
-            self.replicas[group_id] = Replica(group_id, core, self._wal, self._store,
-                                              clock=time.monotonic)
+        initial = None if self.config.join else bootstrap_map(self.config)
+        self._initial_map = initial
+        for sid, state in recovered.items():
+            self.replicas[sid - 1] = self._make_replica(sid - 1, state, initial)
+        stored = self.membership.stored_map()
+        self.membership.map = stored if stored is not None else initial
+        if not recovered and initial is not None:  # first start: the initial groups
+            for group_id in [META_GROUP_ID, *reconcile.placed_on(initial, self.node_id)]:
+                self.replicas[group_id] = self._make_replica(group_id, None, initial)
+        if self.membership.map is not None:
+            self.ring = self.membership.map.ring()
+        self.membership.sync_hosting()
+
+    def _make_replica(self, group_id: int, state: PersistentState | None,
+                      initial: ClusterMap | None) -> Replica:
+        """A replica of `group_id`; a group this node did not start with (a move,
+        a join) gets an empty configuration: it waits to be added by the leader."""
+        voters: frozenset[int] = frozenset()
+        learners: frozenset[int] = frozenset()
+        if initial is not None and group_id == META_GROUP_ID:
+            target = reconcile.meta_target(initial, frozenset())
+            voters, learners = target.voters, target.learners
+        elif initial is not None and group_id in reconcile.placed_on(initial, self.node_id):
+            voters = frozenset(initial.shard(group_id).replicas)
+        core = Raft(RaftConfig(node_id=self.node_id, voters=voters, learners=learners,
+                               election_timeout_ticks=self.config.election_timeout_ticks,
+                               heartbeat_ticks=self.config.heartbeat_ticks,
+                               unsafe=self.config.unsafe),
+                    random.Random(self.rng.random()),
+                    self._restored(state, group_id))
+        return Replica(group_id, core, self._wal, self._store, clock=time.monotonic)
+
+    # -- hosting (driven by `Membership`) -------------------------------------------
+
+    @property
+    def group_ids(self) -> list[int]:
+        """The hosted shards (not the meta group), in id order."""
+        return sorted(g for g in self.replicas if g != META_GROUP_ID)
+
+    def host_group(self, group_id: int) -> None:
+        replica = self._retired.pop(group_id, None)
+        if replica is None:
+            replica = self._make_replica(group_id, None, None)
+        self.replicas[group_id] = replica
+        log.info("node %d: hosting group %d", self.node_id, group_id)
+        self._work.set()
+
+    def retire_group(self, group_id: int) -> None:
+        replica = self.replicas.pop(group_id)
+        replica.fail_all(Unavailable(f"shard {group_id} moved away from node {self.node_id} "
+                                     "while the request waited; the outcome is unknown"))
+        waiting = self._leaderless.pop(group_id, ())
+        self._leaderless_count -= len(waiting)
+        for _deadline, _command, future in waiting:
+            fail_quietly(future, Unavailable(f"shard {group_id} moved away; not executed, retry"))
+        self._retired[group_id] = replica
+        log.info("node %d: group %d moved away (retired)", self.node_id, group_id)
+
+    def set_peer_address(self, node_id: int, peer_address: str, client_address: str) -> None:
+        self._client_addresses[node_id] = client_address
+        host, _, port = peer_address.rpartition(":")
+        if host and port.isdigit():
+            set_peer = getattr(self.transport, "set_peer", None)
+            if set_peer is not None:
+                set_peer(node_id, Address(host, int(port)))
+
+    def store_get(self, group_id: int, key: bytes) -> bytes | None:
+        found = self._store.get(storage_id(group_id), key)
+        return None if found is None else found[0]
+
+    def write_group(self, group_id: int, command: bytes) -> asyncio.Future[Result]:
+        return self._write(group_id, command)
+
+    def read_group(self, group_id: int, key: bytes) -> asyncio.Future[ReadValue]:
+        replica = self.replicas.get(group_id)
+        if replica is None:
+            return _failed(Unavailable(f"node {self.node_id} does not host group {group_id}"))
+        future = replica.read(key)
+        self._work.set()
+        return future
+
+    def wake(self) -> None:
+        self._work.set()
 
     def _restored(self, state: PersistentState | None, group_id: int) -> PersistentState | None:
         """The WAL keeps snapshot metadata only; the image comes from the store
@@ -392,6 +475,10 @@ class Node:
             for replica in self.replicas.values():
                 replica.core.tick()
             self.stats["ticks"] += 1
+            if count % membership.refresh_every_ticks == 0:
+                self.membership.refresh()
+            if count % membership.reconcile_every_ticks == 0:
+                self.membership.drive_groups()
             if self._leaderless:
                 self._retry_leaderless(time.monotonic())
             if count % _EXPIRE_EVERY_TICKS == 0:
@@ -408,10 +495,15 @@ class Node:
 
     def group_of(self, keys: Sequence[bytes]) -> int:
         assert keys, "a write names at least one key"
-        group_id = self.ring.shard_for_key(keys[0])
+        ring = self.ring
+        if ring is None:
+            raise Unavailable(f"node {self.node_id} has not joined a cluster yet; retry")
+        group_id = ring.shard_for_key(keys[0])
         for key in keys[1:]:
-            if self.ring.shard_for_key(key) != group_id:
+            if ring.shard_for_key(key) != group_id:
                 raise CrossShard("keys of one command must live in one shard")
+        if group_id not in self.replicas:
+            raise self.membership.moved(group_id)
         return group_id
 
     def submit_write(self, keys: Sequence[bytes], command: bytes) -> asyncio.Future[Result]:
@@ -470,7 +562,10 @@ class Node:
                     self._leaderless_count += 1
 
     def submit_read(self, key: bytes, *, stale: bool = False) -> asyncio.Future[ReadValue]:
-        replica = self.replicas[self.ring.shard_for_key(key)]
+        try:
+            replica = self.replicas[self.group_of([key])]
+        except ServiceError as error:
+            return _failed(error)
         if stale:
             self.stats["stale_reads"] += 1
             future: asyncio.Future[ReadValue] = asyncio.get_running_loop().create_future()
@@ -496,10 +591,13 @@ class Node:
                 raise ServiceError("invalid cursor")
             position, inner = found
         count = max(1, min(count, 10_000))
-        next_inner, keys = self._store.scan(storage_id(self.group_ids[position]), inner, count)
+        group_ids = self.group_ids
+        if position >= len(group_ids):
+            return 0, []
+        next_inner, keys = self._store.scan(storage_id(group_ids[position]), inner, count)
         if not next_inner:
             position, next_inner = position + 1, b""
-            if position == len(self.group_ids):
+            if position == len(group_ids):
                 return 0, keys
         cursor_id = next(self._scan_ids)
         self._scan_cursors[cursor_id] = (position, next_inner)
@@ -519,7 +617,7 @@ class Node:
                        "tcp_port": self.config.client_address.port,
                        "dc": self.config.dc, "zone": self.config.zone},
             "replication": {"role": "master" if leaders else "slave", "shards": len(self.group_ids),
-                            "shards_led": leaders, "peers": len(self.config.peers)},
+                            "shards_led": leaders, "peers": len(self._client_addresses)},
             "stats": {k: v for k, v in self.stats.items() if isinstance(v, int)},
         }
 
@@ -529,27 +627,51 @@ class Node:
             "id": self.node_id, "address": str(self.config.client_address),
             "peer_address": str(self.config.peer_address), "dc": self.config.dc,
             "zone": self.config.zone, "connected": True}]
-        for peer in sorted(self.config.peers.values(), key=lambda p: p.node_id):
-            nodes.append({"id": peer.node_id, "address": str(peer.client_address or ""),
-                          "peer_address": str(peer.address),
-                          "connected": self.transport.connected(peer.node_id)})
+        cluster_map = self.membership.map
+        known = ({n.node_id: n for n in cluster_map.nodes} if cluster_map is not None else {})
+        for node_id in sorted(set(self._client_addresses) | set(known)):
+            record = known.get(node_id)
+            if node_id == self.node_id or (record is not None and record.state.name == "REMOVED"):
+                continue
+            nodes.append({"id": node_id,
+                          "address": record.client_address if record else
+                          self._client_addresses.get(node_id, ""),
+                          "peer_address": record.peer_address if record else "",
+                          "dc": record.dc if record else "", "zone": record.zone if record else "",
+                          "connected": self.transport.connected(node_id)})
         groups: list[dict[str, object]] = []
         for group_id, replica in sorted(self.replicas.items()):
+            if group_id == META_GROUP_ID:
+                continue
             status = replica.status()
             groups.append({
                 "id": group_id, "leader": status.leader or None, "term": status.term,
                 "role": status.role.name.lower(),
                 "members": sorted(status.conf.voters | status.conf.learners),
+                "voters": sorted(status.conf.voters),
                 "commit_index": status.commit, "applied_index": replica.applied})
         led = all(group["leader"] is not None for group in groups)
-        return {"cluster_state": "ok" if led else "fail", "node_id": self.node_id,
-                "shards": len(self.group_ids), "nodes": nodes, "groups": groups}
+        meta = self.replicas.get(META_GROUP_ID)
+        meta_status = meta.status() if meta is not None else None
+        return {"cluster_state": "ok" if led and cluster_map is not None else "fail",
+                "node_id": self.node_id,
+                "shards": len(cluster_map.shards) if cluster_map is not None else 0,
+                "nodes": nodes, "groups": groups,
+                "meta": None if meta_status is None else {
+                    "leader": meta_status.leader or None, "role": meta_status.role.name.lower(),
+                    "voters": sorted(meta_status.conf.voters),
+                    "learners": sorted(meta_status.conf.learners)},
+                **self.membership.describe()}
+
+    async def cluster_admin(self, arguments: list[bytes]) -> bytes:
+        """CLUSTER MAP / ADDNODE / DRAINNODE / REMOVENODE / REBALANCE (membership.py)."""
+        return await self.membership.admin(arguments)
 
     def transfer_leadership(self, group_id: int, target: int) -> None:
         replica = self.replicas.get(group_id)
         if replica is None:
             raise ServiceError(f"no shard {group_id}")
-        if target != self.node_id and target not in self.config.peers:
+        if target not in replica.status().conf.voters:
             raise ServiceError(f"no node {target}")
         try:
             replica.core.transfer_leadership(target)
@@ -606,23 +728,29 @@ class Node:
     # -- status -------------------------------------------------------------------------
 
     def status(self) -> dict[str, object]:
-        groups = []
-        for group_id, replica in self.replicas.items():
-            status = replica.status()
-            groups.append({
-                "group": group_id, "role": status.role.name.lower(), "term": status.term,
-                "leader": status.leader, "commit": status.commit, "applied": replica.applied,
-                "last_index": status.last_index, "followers": self._follower_lag(replica),
-            })
-        peers = {str(p.node_id): {"address": str(p.address),
-                                  "client_address": str(p.client_address or ""),
-                                  "connected": self.transport.connected(p.node_id)}
-                 for p in self.config.peers.values()}
+        groups = [self._group_status(g, r) for g, r in sorted(self.replicas.items())
+                  if g != META_GROUP_ID]
+        meta = self.replicas.get(META_GROUP_ID)
+        peers = {str(node_id): {"client_address": address,
+                                "connected": self.transport.connected(node_id)}
+                 for node_id, address in sorted(self._client_addresses.items())}
+        cluster_map = self.membership.map
         return {"node_id": self.node_id, "pid": os.getpid(),
                 "dc": self.config.dc, "zone": self.config.zone,
                 "client_address": str(self.config.client_address),
                 "peer_address": str(self.config.peer_address),
-                "shards": len(self.group_ids), "groups": groups, "peers": peers}
+                "shards": len(self.group_ids), "groups": groups, "peers": peers,
+                "map_version": cluster_map.version if cluster_map is not None else 0,
+                "meta": None if meta is None else self._group_status(META_GROUP_ID, meta),
+                "membership": dict(self.membership.stats)}
+
+    def _group_status(self, group_id: int, replica: Replica) -> dict[str, object]:
+        status = replica.status()
+        return {"group": group_id, "role": status.role.name.lower(), "term": status.term,
+                "leader": status.leader, "commit": status.commit, "applied": replica.applied,
+                "last_index": status.last_index, "voters": sorted(status.conf.voters),
+                "learners": sorted(status.conf.learners),
+                "followers": self._follower_lag(replica)}
 
     def _follower_lag(self, replica: Replica) -> dict[str, dict[str, int]]:
         """The leader's view of each follower: match index and lag behind its log."""
@@ -631,7 +759,9 @@ class Node:
             return {}
         last = replica.core.status().last_index
         lags = {}
-        for node in self.config.peers:
+        for node in sorted(replica.status().conf.voters | replica.status().conf.learners):
+            if node == self.node_id:
+                continue
             match = getattr(progress(node), "match", None)
             if isinstance(match, int):
                 lags[str(node)] = {"match": match, "lag": last - match}

@@ -1,0 +1,367 @@
+"""The node's side of sharding: the cluster map, which groups it hosts, online moves.
+
+Theory of operation
+-------------------
+The **meta group** (`META_GROUP_ID`) is an ordinary Raft group whose state
+machine is the node's key-value store, holding ONE key: `MAP_KEY`, the
+msgpack-encoded `ClusterMap` (nodes with labels and states, shards with ring
+ranges and replicas, a version). Every change to the map is a
+compare-and-set of the whole encoded map (`update`): read it linearizably,
+apply one `clustermap` command, CAS old -> new, retry on a conflict. So the
+map has one linear history, checked by `clustermap.apply`, and any node can
+make a change (a non-leader forwards the CAS like any write).
+
+Every node is a member of the meta group (up to 5 voters, the rest learners:
+`reconcile.meta_target`), so every node holds the map in its own store.
+Every `refresh_every_ticks` the node looks at the meta group's applied index;
+when it moved, it decodes the map and, when the version is newer, installs it:
+the ring (key -> shard), peer addresses, and the set of hosted groups.
+
+Hosting: a node hosts the meta group and every shard the map places on it.
+A group it should host but does not gets an EMPTY replica (no configuration,
+no log): it never campaigns and waits for the group's leader to add it as a
+learner and send it a snapshot. A group it hosts but the map no longer places
+on it is *retired* (no longer ticked or served; its WAL and store state stay
+on disk, so re-hosting later resumes from them) only once the group's own
+configuration has dropped this node -- never before, so a move never removes
+a voter that the group still counts on.
+
+Moves: the LEADER of each group calls `reconcile.next_step` every
+`reconcile_every_ticks` and proposes the one membership change (or
+leadership transfer) it returns: add learner -> promote once caught up ->
+transfer away if needed -> remove. At most `learners_catching_up_max`
+groups per node have a learner catching up at once (bounded snapshot
+traffic). A leader change mid-move is harmless: the next leader resumes.
+
+Bootstrap: on its very first start (empty WAL), a node that is not joining
+computes the initial map from its config (`bootstrap_map`, deterministic, so
+every initial node computes the same one) and creates its groups with the
+initial voters; the meta group's first leader stores that map. A node with
+`join = true` starts with only an empty meta replica and learns everything
+once `CLUSTER ADDNODE` (via `ringbolt cluster add-node`) put it in the map.
+
+Requests for a shard this node does not host are answered with
+``MOVED <shard> <host:port> <map version>`` naming a node that hosts it
+(clients refresh their layout and retry; nothing was executed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ringbolt.consensus.types import ConfChange, NotLeader, ProposalDropped, Role
+from ringbolt.kv import commands as kv
+from ringbolt.server.config import NodeConfig
+from ringbolt.server.service import Moved, ServiceError, Unavailable
+from ringbolt.shard import clustermap, mapcodec, reconcile
+from ringbolt.shard.clustermap import ClusterMap, ClusterMapError, NodeRecord, NodeState
+
+if TYPE_CHECKING:
+    from ringbolt.server.node import Node
+    from ringbolt.server.replica import Replica
+
+log = logging.getLogger("ringbolt.membership")
+
+META_GROUP_ID = 1_000_000
+"""Shard ids stay far below it (splits take the next free id)."""
+MAP_KEY = b"ringbolt:cluster-map"
+refresh_every_ticks = 5
+reconcile_every_ticks = 10
+learners_catching_up_max = 4
+map_update_attempts_max = 20
+
+
+def node_record(node_id: int, peer: object, client: object, dc: str, zone: str) -> NodeRecord:
+    return NodeRecord(node_id=node_id, peer_address=str(peer),
+                      client_address=str(client) if client else "unknown:0", dc=dc, zone=zone)
+
+
+def bootstrap_map(config: NodeConfig) -> ClusterMap:
+    """The initial map every initial node derives from its (shared) config."""
+    nodes = [node_record(config.node_id, config.peer_address, config.client_address,
+                         config.dc, config.zone)]
+    nodes += [node_record(p.node_id, p.address, p.client_address, p.dc, p.zone)
+              for p in config.peers.values()]
+    return clustermap.bootstrap(nodes, config.shards,
+                                replicas=min(config.replicas, len(nodes)))
+
+
+class Membership:
+    """The map cache, hosting and reconciliation of one `Node`."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.node_id = node.node_id
+        self.map: ClusterMap | None = None
+        self._seen_applied = -1
+        self._bootstrap_written = False
+        self._updates = asyncio.Lock()
+        self.stats = {"maps_installed": 0, "conf_changes": 0, "transfers": 0,
+                      "replicas_created": 0, "replicas_retired": 0, "map_updates": 0,
+                      "map_conflicts": 0}
+
+    # -- the cached map ----------------------------------------------------------------
+
+    def stored_map(self) -> ClusterMap | None:
+        data = self.node.store_get(META_GROUP_ID, MAP_KEY)
+        if data is None:
+            return None
+        try:
+            return mapcodec.decode(data)
+        except ClusterMapError as error:  # written by us: a bug or a corrupt store
+            raise AssertionError(f"undecodable cluster map in the meta group: {error}") from None
+
+    def refresh(self) -> None:
+        """Install the map the meta group holds, when it changed."""
+        meta = self.node.replicas.get(META_GROUP_ID)
+        if meta is None or meta.applied == self._seen_applied:
+            return
+        self._seen_applied = meta.applied
+        stored = self.stored_map()
+        if stored is None:
+            return
+        self._bootstrap_written = True
+        current = self.map
+        if current is None or stored.version > current.version or (
+                stored.version == current.version and stored != current):
+            self.install(stored)
+
+    def install(self, cluster_map: ClusterMap) -> None:
+        self.map = cluster_map
+        self.stats["maps_installed"] += 1
+        self.node.ring = cluster_map.ring()
+        for record in cluster_map.nodes:
+            if record.node_id != self.node_id and record.state is not NodeState.REMOVED:
+                self.node.set_peer_address(record.node_id, record.peer_address,
+                                           record.client_address)
+        self.sync_hosting()
+        log.info("node %d: cluster map version %d (%d nodes, %d shards, hosting %d groups)",
+                 self.node_id, cluster_map.version, len(cluster_map.nodes),
+                 len(cluster_map.shards), len(self.node.replicas))
+
+    def wanted_groups(self) -> set[int]:
+        cluster_map = self.map
+        if cluster_map is None:
+            return {META_GROUP_ID}
+        wanted = reconcile.placed_on(cluster_map, self.node_id)
+        states = {n.node_id: n.state for n in cluster_map.nodes}
+        if states.get(self.node_id) is not NodeState.REMOVED:
+            wanted.add(META_GROUP_ID)
+        return wanted
+
+    def sync_hosting(self) -> None:
+        wanted = self.wanted_groups()
+        for group_id in sorted(wanted - set(self.node.replicas)):
+            self.node.host_group(group_id)
+            self.stats["replicas_created"] += 1
+        for group_id in sorted(set(self.node.replicas) - wanted):
+            conf = self.node.replicas[group_id].core.status().conf
+            members = conf.voters | conf.learners
+            if members and self.node_id not in members:
+                self.node.retire_group(group_id)
+                self.stats["replicas_retired"] += 1
+
+    # -- leaders drive their groups toward the map ----------------------------------------
+
+    def drive_groups(self) -> None:
+        cluster_map = self.map
+        if cluster_map is None:
+            return
+        self.sync_hosting()  # retire groups whose removal was applied since
+        catching_up = 0
+        for group_id, replica in list(self.node.replicas.items()):
+            if replica.role is not Role.LEADER:
+                continue
+            if group_id == META_GROUP_ID:
+                self._write_bootstrap_map(replica)
+                conf = replica.core.status().conf
+                target = reconcile.meta_target(cluster_map, conf.voters)
+            else:
+                try:
+                    target = reconcile.shard_target(cluster_map, group_id)
+                except ClusterMapError:
+                    continue  # the map no longer knows it (merged away)
+            catching_up += self._step(replica, target, catching_up)
+
+    def _step(self, replica: Replica, target: reconcile.Target, catching_up: int) -> int:
+        core = replica.core
+        status = core.status()
+        progress = getattr(core, "progress", None)
+
+        def caught_up(node: int) -> bool:
+            found = progress(node) if callable(progress) else None
+            match = getattr(found, "match", 0)
+            return bool(match) and match + reconcile.catch_up_slack >= status.commit
+
+        step = reconcile.next_step(status.conf, target, leader=self.node_id, caught_up=caught_up)
+        learning = len([n for n in status.conf.learners if not caught_up(n)])
+        if step is None:
+            return learning
+        try:
+            if isinstance(step, reconcile.Transfer):
+                core.transfer_leadership(step.target)
+                self.stats["transfers"] += 1
+            else:
+                if (step.kind.name == "ADD_LEARNER"
+                        and catching_up + learning >= learners_catching_up_max):
+                    return learning
+                core.propose_conf_change(step)
+                self.stats["conf_changes"] += 1
+                log.info("node %d: group %d: %s %d", self.node_id, replica.group_id,
+                         step.kind.name.lower(), step.node_id)
+                learning += step.kind.name == "ADD_LEARNER"
+        except (NotLeader, ProposalDropped):
+            return learning  # a change is already pending, or we just lost the lead
+        self.node.wake()
+        return learning
+
+    def _write_bootstrap_map(self, meta: Replica) -> None:
+        if self._bootstrap_written or self.node.config.join or self.map is None:
+            return
+        if meta.applied == 0 or self.stored_map() is not None:
+            self._bootstrap_written = self.stored_map() is not None
+            return
+        self._bootstrap_written = True  # one attempt per leadership; retried via refresh
+        future = self.node.write_group(META_GROUP_ID, kv.cas(MAP_KEY, None,
+                                                              mapcodec.encode(self.map)))
+        future.add_done_callback(self._bootstrap_done)
+
+    def _bootstrap_done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None or future.result() is not True:
+            self._bootstrap_written = False  # try again on the next reconcile
+
+    # -- changing the map ---------------------------------------------------------------
+
+    async def read_map(self) -> ClusterMap:
+        """The current map, linearizably (a ReadIndex on the meta group)."""
+        value = await self.node.read_group(META_GROUP_ID, MAP_KEY)
+        if value is None:
+            raise Unavailable("the cluster map is not stored yet (the cluster is starting); "
+                              "not executed, retry")
+        return mapcodec.decode(value[0])
+
+    async def update(self, change: Callable[[ClusterMap], ClusterMap]) -> ClusterMap:
+        """Apply `change` to the current map with compare-and-set; retried on conflicts."""
+        async with self._updates:
+            for _ in range(map_update_attempts_max):
+                current = await self.read_map()
+                try:
+                    changed = change(current)
+                except ClusterMapError as error:
+                    raise ServiceError(str(error)) from None
+                if changed.version == current.version:
+                    return current
+                swapped = await self.node.write_group(META_GROUP_ID, kv.cas(
+                    MAP_KEY, mapcodec.encode(current), mapcodec.encode(changed)))
+                if swapped is True:
+                    self.stats["map_updates"] += 1
+                    return changed
+                self.stats["map_conflicts"] += 1
+        raise Unavailable("the cluster map changed under every attempt; not executed, retry")
+
+    # -- CLUSTER admin subcommands ---------------------------------------------------------
+
+    async def admin(self, arguments: list[bytes]) -> bytes:
+        """CLUSTER MAP | ADDNODE id peer client [dc [zone]] | DRAINNODE id |
+        REMOVENODE id | REBALANCE [DRYRUN]: a JSON answer."""
+        sub = arguments[0].upper()
+        words = [a.decode("utf-8", "replace") for a in arguments[1:]]
+        if sub == b"MAP":
+            return _json(mapcodec_dict(await self.read_map()))
+        if sub == b"ADDNODE" and 3 <= len(words) <= 5:
+            record = node_record(_int(words[0]), words[1], words[2],
+                                 words[3] if len(words) > 3 else "",
+                                 words[4] if len(words) > 4 else "")
+            updated = await self.update(lambda m: _apply(m, clustermap.AddNode(node=record)))
+            return _json({"version": updated.version, "node": record.node_id})
+        if sub in (b"DRAINNODE", b"REMOVENODE") and len(words) == 1:
+            node_id = _int(words[0])
+            command = (clustermap.DrainNode(node_id=node_id) if sub == b"DRAINNODE"
+                       else clustermap.RemoveNode(node_id=node_id))
+            updated = await self.update(lambda m: _apply(m, command))
+            return _json({"version": updated.version, "node": node_id})
+        if sub == b"REBALANCE" and len(words) <= 1:
+            dry_run = bool(words) and words[0].upper() == "DRYRUN"
+            if words and not dry_run:
+                raise ServiceError("syntax error: CLUSTER REBALANCE [DRYRUN]")
+            return _json(await self.rebalance(dry_run=dry_run))
+        raise ServiceError(f"unknown CLUSTER subcommand or wrong arguments: "
+                           f"{arguments[0].decode('utf-8', 'replace')}")
+
+    async def rebalance(self, *, dry_run: bool) -> dict[str, object]:
+        moves: list[dict[str, object]] = []
+
+        def plan(current: ClusterMap) -> ClusterMap:
+            moves.clear()
+            changed = current
+            for move in clustermap.plan_rebalance(current):
+                moves.append({"shard": move.shard_id, "from": move.from_node, "to": move.to_node})
+                if not dry_run:
+                    changed = clustermap.apply(changed, clustermap.ApplyMove(
+                        shard_id=move.shard_id, from_node=move.from_node, to_node=move.to_node))
+            return changed
+
+        if dry_run:
+            current = await self.read_map()
+            plan(current)
+            return {"version": current.version, "moves": moves, "dry_run": True}
+        updated = await self.update(plan)
+        return {"version": updated.version, "moves": moves, "dry_run": False}
+
+    def moved(self, group_id: int) -> Moved:
+        """The redirect for a request on a shard this node does not host."""
+        cluster_map = self.map
+        if cluster_map is None:
+            return Unavailable(f"node {self.node_id} has not joined a cluster yet; retry")  # type: ignore[return-value]
+        address = "unknown:0"
+        try:
+            shard = cluster_map.shard(group_id)
+            holder = shard.leader_hint or (shard.replicas[0] if shard.replicas else None)
+            if holder is not None:
+                address = cluster_map.node(holder).client_address
+        except ClusterMapError:
+            pass
+        return Moved(f"{group_id} {address} {cluster_map.version}")
+
+    def describe(self) -> dict[str, object]:
+        cluster_map = self.map
+        if cluster_map is None:
+            return {"map_version": 0, "ring": [], "placement": {}}
+        return {"map_version": cluster_map.version,
+                "ring": [[s.start, s.shard_id] for s in cluster_map.shards],
+                "placement": {str(s.shard_id): list(s.replicas) for s in cluster_map.shards},
+                "map_nodes": [{"id": n.node_id, "address": n.client_address,
+                               "peer_address": n.peer_address, "dc": n.dc, "zone": n.zone,
+                               "state": n.state.name.lower()} for n in cluster_map.nodes]}
+
+
+def mapcodec_dict(cluster_map: ClusterMap) -> dict[str, object]:
+    return {"version": cluster_map.version, "replicas": cluster_map.replicas,
+            "nodes": [{"id": n.node_id, "peer_address": n.peer_address,
+                       "address": n.client_address, "dc": n.dc, "zone": n.zone,
+                       "state": n.state.name.lower()} for n in cluster_map.nodes],
+            "shards": [{"id": s.shard_id, "start": s.start, "end": s.end,
+                        "replicas": list(s.replicas), "version": s.version}
+                       for s in cluster_map.shards]}
+
+
+def _apply(cluster_map: ClusterMap, command: clustermap.MapCommand) -> ClusterMap:
+    return clustermap.apply(cluster_map, command)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ServiceError(f"expected an integer, got {text!r}") from None
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True).encode()
+
+
+__all__ = ["META_GROUP_ID", "MAP_KEY", "Membership", "bootstrap_map", "ConfChange"]
