@@ -84,3 +84,16 @@ leaderless_wait_s = 2.0
 """How long such a write waits for a leader before it fails as "not executed,
 retry" (ten default election timeouts: elections settle well within it)."""
 
+
+peer_silence_max_s = 1.0
+"""A peer from which no byte has arrived for this long is presumed cut off: the
+transport closes its links and re-dials (TCP alone would wait for its
+retransmission backoff, seconds to minutes after a partition heals). Idle
+links send a keep-alive every quarter of it, so silence means a dead path, not
+a quiet one. A few election timeouts: long enough that a slow peer is not
+mistaken for a cut one (and a stalled watchdog judges nothing), short enough
+that a healed peer is re-dialled within about two of it. It also bounds one
+dial and the re-dial backoff. Nodes may pass a value derived from their
+election timeout."""
+
+assert peer_silence_max_s > reconnect_backoff_initial_s

@@ -26,7 +26,28 @@ or an unknown kind is the peer's fault: that connection is closed with one
 log line and the node carries on.
 
 Outbound links reconnect forever with bounded exponential backoff and jitter
-drawn from an injected `random.Random`.
+drawn from an injected `random.Random`; a dial that has not completed after
+`silence_max_s` is abandoned (a SYN into a cut network would otherwise wait
+for the kernel's retries, minutes).
+
+Liveness: TCP alone cannot tell a dead path from a quiet one, and after a
+partition heals the kernel's retransmission backoff (up to minutes) decides
+when a stuck connection carries frames again. So every outbound link that has
+sent nothing for a quarter of `silence_max_s` sends a keep-alive -- an empty
+BATCH, which every wire version-1 peer already accepts -- and silence means a
+dead path. A watchdog, every quarter of `silence_max_s`:
+* closes an inbound connection that has delivered no byte for `silence_max_s`
+  (the peer's next frames go to a fresh dial);
+* closes (and so re-dials) the outbound link to a peer from which no inbound
+  connection has delivered a byte for `silence_max_s` since that link
+  connected; `on_peer_lost` fires as for any lost link.
+If the watchdog itself ran late (our own event loop stalled, so unread bytes
+may be waiting), it judges nothing that round. Re-dial backoff is capped at
+`silence_max_s`, so a healed path carries frames again within about two
+silence bounds.
+
+Membership: `set_peer` adds a peer or moves it to a new address (a fresh link
+dials it); `remove_peer` closes its links, drops its queue and reports it lost.
 """
 
 from __future__ import annotations
@@ -120,6 +141,10 @@ def decode_frame(payload: bytes) -> tuple[FrameKind, Any]:
     return kind, raw[2]
 
 
+_KEEPALIVE_FRAME = encode_frame(FrameKind.BATCH, [[], [], []])
+"""An empty BATCH: carries nothing, proves the path is alive (wire version 1)."""
+
+
 class PeerLink:
     """The outbound side towards one peer: a bounded queue and a reconnecting socket."""
 
@@ -133,8 +158,13 @@ class PeerLink:
         self.responses: list[list[object]] = []
         self.closed: asyncio.Event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.connected_at = 0.0
+        """Loop time of the current connection (a new link gets a full silence bound)."""
+        self.sent_at = 0.0
+        """Loop time of the last write on the current connection."""
         self.stats = {"frames_sent": 0, "msgs_sent": 0, "bytes_sent": 0, "dropped": 0,
-                      "connects": 0, "queue_peak": 0}
+                      "connects": 0, "queue_peak": 0, "keepalives_sent": 0,
+                      "silence_closes": 0, "connect_timeouts": 0}
 
     @property
     def queued(self) -> int:
@@ -168,31 +198,85 @@ class PeerLink:
             self.stats["msgs_sent"] += len(raft) + len(requests) + len(responses)
             self.stats["bytes_sent"] += len(frame)
         self.transport.writelines(chunks)
+        self.sent_at = asyncio.get_running_loop().time()
+
+    def keep_alive(self, now: float, idle_s: float) -> None:
+        """Send an empty BATCH if the link is up and has written nothing for `idle_s`."""
+        if self.transport is None or not self.writable() or now - self.sent_at < idle_s:
+            return
+        self.transport.write(_KEEPALIVE_FRAME)
+        self.sent_at = now
+        self.stats["keepalives_sent"] += 1
+        self.stats["bytes_sent"] += len(_KEEPALIVE_FRAME)
+
+    def close_if_silent(self, now: float, heard_at: float, silence_max_s: float) -> bool:
+        """Close the connection (the run loop re-dials) when the peer has been silent
+        for `silence_max_s` since we connected; True if it was closed."""
+        if self.transport is None:
+            return False
+        silent_s = now - max(heard_at, self.connected_at)
+        if silent_s <= silence_max_s:
+            return False
+        log.warning("nothing from peer %d for %.2f s; re-dialling %s",
+                    self.peer_id, silent_s, self.address)
+        self.stats["silence_closes"] += 1
+        self.transport.abort()
+        return True
 
     async def run(self) -> None:
         """Dial the peer forever with bounded exponential backoff."""
         loop = asyncio.get_running_loop()
+        backoff_max_s = min(limits.reconnect_backoff_max_s, self.owner.silence_max_s)
         backoff = limits.reconnect_backoff_initial_s
         while True:
-            try:
-                transport, _ = await loop.create_connection(
-                    lambda: _OutboundProtocol(self), self.address.host, self.address.port)
-            except OSError as error:
-                log.debug("peer %d at %s unreachable: %s", self.peer_id, self.address, error)
-            else:
-                self.transport = transport  # uvloop's transports are not asyncio.Transport
-                self.stats["connects"] += 1
-                self.closed.clear()
-                transport.write(encode_frame(FrameKind.HELLO, [self.owner.node_id]))
-                log.info("connected to peer %d at %s", self.peer_id, self.address)
-                backoff = limits.reconnect_backoff_initial_s
-                self.owner.schedule_flush()
+            if await self._connect(loop):
                 await self.closed.wait()
                 self.transport = None
                 log.info("lost connection to peer %d", self.peer_id)
                 self.owner.handler.on_peer_lost(self.peer_id)
+                if loop.time() - self.connected_at > self.owner.silence_max_s:
+                    backoff = limits.reconnect_backoff_initial_s  # it was up: dial at once
+                # else a peer that closes at once (refusing our HELLO) is not hammered
             await asyncio.sleep(backoff * (0.5 + self.owner.rng.random() / 2))
-            backoff = min(backoff * 2, limits.reconnect_backoff_max_s)
+            backoff = min(backoff * 2, backoff_max_s)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """One dial, bounded by the silence bound; True once connected and greeted."""
+        address = self.address
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: _OutboundProtocol(self), address.host,
+                                       address.port),
+                self.owner.silence_max_s)
+        except TimeoutError:  # before OSError: TimeoutError is one
+            self.stats["connect_timeouts"] += 1
+            log.debug("dialling peer %d at %s timed out", self.peer_id, address)
+            return False
+        except OSError as error:
+            log.debug("peer %d at %s unreachable: %s", self.peer_id, address, error)
+            return False
+        self.transport = transport  # uvloop's transports are not asyncio.Transport
+        self.stats["connects"] += 1
+        self.closed.clear()
+        self.connected_at = self.sent_at = loop.time()
+        transport.write(encode_frame(FrameKind.HELLO, [self.owner.node_id]))
+        log.info("connected to peer %d at %s", self.peer_id, address)
+        self.owner.schedule_flush()
+        return True
+
+    def stop(self) -> asyncio.Task[None] | None:
+        """Cancel the dialler, close the connection, drop the queue; returns the
+        cancelled task for callers that can wait for it to finish."""
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self.raft.clear()
+        self.requests.clear()
+        self.responses.clear()
+        return task
 
 
 class _OutboundProtocol(asyncio.Protocol):
@@ -214,16 +298,31 @@ class _InboundProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.peer_id: int | None = None
         self.transport: asyncio.Transport | None = None
+        self.received_at = 0.0
+        """Loop time of the last bytes received (or of the accept)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are duck-typed
+        self.received_at = asyncio.get_running_loop().time()
         self.owner.inbound.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.inbound.discard(self)
 
+    def close_if_silent(self, now: float, silence_max_s: float) -> bool:
+        if self.transport is None or now - self.received_at <= silence_max_s:
+            return False
+        peer = "unidentified peer" if self.peer_id is None else f"peer {self.peer_id}"
+        log.info("closing the connection from %s: silent for %.2f s", peer,
+                 now - self.received_at)
+        self.transport.abort()
+        return True
+
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        self.received_at = asyncio.get_running_loop().time()
+        if self.peer_id is not None:
+            self.owner.heard_at[self.peer_id] = self.received_at
         try:
             self._drain()
         except MalformedFrame as error:
@@ -258,6 +357,7 @@ class _InboundProtocol(asyncio.Protocol):
         if body[0] not in self.owner.peers:
             raise MalformedFrame(f"HELLO from unknown node id {body[0]!r}")
         self.peer_id = int(body[0])
+        self.owner.heard_at[self.peer_id] = self.received_at
 
     def _batch(self, sender: int, body: Any) -> None:
         if not isinstance(body, list) or len(body) != 3:
@@ -292,17 +392,24 @@ class Transport:
     """All peer links of one node."""
 
     def __init__(self, node_id: int, peers: Mapping[int, Address], handler: TransportHandler,
-                 rng: random.Random) -> None:
+                 rng: random.Random, *,
+                 silence_max_s: float = limits.peer_silence_max_s) -> None:
         assert node_id not in peers
+        assert silence_max_s > 0
         self.node_id = node_id
         self.peers = dict(peers)
         self.handler = handler
         self.rng = rng
+        self.silence_max_s = silence_max_s
         self.links: dict[int, PeerLink] = {}
         self.inbound: set[_InboundProtocol] = set()
+        self.heard_at: dict[int, float] = {}
+        """Loop time at which any inbound connection from each peer last delivered bytes."""
         self.server: asyncio.Server | None = None
+        self.watchdog: asyncio.Task[None] | None = None
         self._flush_scheduled = False
-        self.stats = {"frames_received": 0, "msgs_received": 0, "malformed": 0, "flushes": 0}
+        self.stats = {"frames_received": 0, "msgs_received": 0, "malformed": 0, "flushes": 0,
+                      "silent_inbound_closed": 0, "watchdog_late": 0}
 
     async def start(self, listen: Address) -> None:
         """Listen for peers (raises OSError if the port is taken), then dial them."""
@@ -310,24 +417,92 @@ class Transport:
         self.server = await loop.create_server(lambda: _InboundProtocol(self), listen.host,
                                                listen.port, reuse_address=True)
         for peer_id, address in self.peers.items():
-            link = PeerLink(self, peer_id, address)
-            self.links[peer_id] = link
-            link.task = asyncio.ensure_future(link.run())
+            self._open_link(peer_id, address)
+        self.watchdog = asyncio.ensure_future(self._watch())
+
+    def _open_link(self, peer_id: int, address: Address) -> None:
+        assert peer_id not in self.links
+        assert len(self.links) < limits.peers_max
+        link = PeerLink(self, peer_id, address)
+        self.links[peer_id] = link
+        link.task = asyncio.ensure_future(link.run())
 
     async def close(self) -> None:
         self.flush()
-        for link in self.links.values():
-            if link.task is not None:
-                link.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await link.task
-            if link.transport is not None:
-                link.transport.close()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watchdog
+        tasks = [task for link in self.links.values() if (task := link.stop()) is not None]
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self.server is not None:
             self.server.close()
         for inbound in list(self.inbound):
             if inbound.transport is not None:
                 inbound.transport.abort()
+
+    # -- membership ----------------------------------------------------------------
+
+    def set_peer(self, node_id: int, address: Address) -> None:
+        """Add a peer, or move it to `address`: a fresh link dials it. A move reports
+        the old link lost (its unanswered forwards fail as "outcome unknown")."""
+        assert node_id != self.node_id, "a node is not its own peer"
+        if self.peers.get(node_id) == address:
+            return
+        self.peers[node_id] = address
+        if self.server is None:
+            return  # `start` dials every peer
+        old = self.links.pop(node_id, None)
+        if old is not None:
+            old.stop()
+            self.handler.on_peer_lost(node_id)
+        self._open_link(node_id, address)
+        log.info("peer %d is at %s", node_id, address)
+
+    def remove_peer(self, node_id: int) -> None:
+        """Forget a peer: close its links both ways, drop its queue, report it lost.
+        Its dials are refused from now on (HELLO from an unknown node id)."""
+        if node_id not in self.peers:
+            return
+        del self.peers[node_id]
+        self.heard_at.pop(node_id, None)
+        link = self.links.pop(node_id, None)
+        if link is not None:
+            link.stop()
+        for inbound in list(self.inbound):
+            if inbound.peer_id == node_id and inbound.transport is not None:
+                inbound.transport.abort()
+        self.handler.on_peer_lost(node_id)
+        log.info("peer %d removed", node_id)
+
+    # -- liveness ------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Every quarter silence bound: keep-alives, then close silent connections."""
+        loop = asyncio.get_running_loop()
+        interval_s = self.silence_max_s / 4
+        checked_at = loop.time()
+        while True:
+            await asyncio.sleep(interval_s)
+            now = loop.time()
+            late = now - checked_at > 2 * interval_s
+            checked_at = now
+            for link in self.links.values():
+                link.keep_alive(now, interval_s)
+            if late:
+                # our loop stalled: bytes may be waiting unread, so silence proves nothing
+                self.stats["watchdog_late"] += 1
+                continue
+            self.close_silent(now)
+
+    def close_silent(self, now: float) -> None:
+        for inbound in list(self.inbound):
+            if inbound.close_if_silent(now, self.silence_max_s):
+                self.stats["silent_inbound_closed"] += 1
+        for peer_id, link in self.links.items():
+            link.close_if_silent(now, self.heard_at.get(peer_id, 0.0), self.silence_max_s)
 
     def connected(self, peer_id: int) -> bool:
         link = self.links.get(peer_id)
@@ -375,7 +550,14 @@ class Transport:
             link.flush()
 
     def statistics(self) -> dict[str, object]:
+        try:
+            now: float | None = asyncio.get_running_loop().time()
+        except RuntimeError:  # read after the loop ended (tests, shutdown)
+            now = None
         peers = {peer_id: {**link.stats, "connected": link.transport is not None,
-                           "queued": link.queued}
+                           "queued": link.queued,
+                           "silent_s": (round(now - self.heard_at[peer_id], 3)
+                                        if now is not None and peer_id in self.heard_at
+                                        else None)}
                  for peer_id, link in self.links.items()}
         return {**self.stats, "inbound_connections": len(self.inbound), "peers": peers}
