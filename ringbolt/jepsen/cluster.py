@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 `NamespaceCluster(network, work_dir, log_dir)` writes one `NodeConfig` per node
 (every node on its namespace address, fixed ports: RESP 6379, peer 7000, admin
-8000) and starts ``ip netns exec NS python -m ringbolt serve --config ...``
-(`ip netns exec` execs, so the Popen pid IS the node). An `unsafe` mutation
+8000; every node a replica of the shard, up to `REPLICAS_MAX`) and starts
+``ip netns exec NS python -m ringbolt serve --config ...`` (`ip netns exec`
+execs, so the Popen pid IS the node). An `unsafe` mutation
 (test-only, to prove the checkers catch bugs) goes into each node's TOML as
 ``unsafe = [...]``; the node passes it to every group's Raft config.
 
@@ -34,6 +35,9 @@ from ringbolt.server.process import fetch_json
 CLIENT_PORT = 6379
 PEER_PORT = 7000
 ADMIN_PORT = 8000
+REPLICAS_MAX = 7
+"""Replicas per shard a node config accepts: every node replicates the shard
+(Jepsen style: each client is bound to a node that hosts the data) up to it."""
 
 
 class NodeError(Exception):
@@ -73,7 +77,7 @@ class NamespaceCluster:
         return NodeConfig(node_id=node, client_address=own.client_address,
                           peer_address=own.address, admin_address=own.admin_address,
                           data_dir=self.work_dir / f"n{node}", peers=peers, fsync=self.fsync,
-                          unsafe=self.unsafe)
+                          replicas=min(len(self.node_ids()), REPLICAS_MAX), unsafe=self.unsafe)
 
     def config_path(self, node: int) -> Path:
         return self.work_dir / f"n{node}.toml"

@@ -128,7 +128,9 @@ class Client:
         except ResponseError as error:
             definite = any(text in str(error) for text in DEFINITE_FAILURES)
             return ("fail" if definite else "info"), str(error)
-        except (RedisError, OSError, TimeoutError) as error:
+        except (RedisError, OSError, TimeoutError, ValueError) as error:
+            # ValueError: redis-py could not parse an error reply (its MOVED parser
+            # expects two fields; ours has three); the reply is unknown, so is the outcome
             await connection.disconnect(nowait=True)
             return "info", f"{type(error).__name__}: {error}"
         return "ok", reply

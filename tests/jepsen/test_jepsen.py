@@ -222,3 +222,15 @@ def test_unsafe_switch_is_written_into_every_node_config(tmp_path: Path) -> None
         assert load_config(path).unsafe == unsafe
     safe = cluster_module.NamespaceCluster(network, tmp_path, tmp_path / "logs")
     assert "unsafe =" not in render_config(safe.config(1))
+
+
+def test_every_node_replicates_the_shard_up_to_the_config_limit(tmp_path: Path) -> None:
+    for nodes, replicas in ((3, 3), (5, 5), (9, cluster_module.REPLICAS_MAX)):
+        network = TestNetwork("0", nodes)
+        network.subnet = 1  # addresses only; nothing is created
+        cluster = cluster_module.NamespaceCluster(network, tmp_path, tmp_path / "logs")
+        config = cluster.config(1)
+        assert config.replicas == replicas
+        path = tmp_path / "n1.toml"
+        path.write_text(render_config(config))
+        assert load_config(path).replicas == replicas
