@@ -45,9 +45,17 @@ class Layout:
     """group id -> leader node id (absent when unknown)."""
     addresses: dict[int, Address] = field(default_factory=dict)
     """node id -> client address."""
+    placement: dict[int, list[int]] = field(default_factory=dict)
+    """shard id -> the nodes holding a replica (empty when every node holds all)."""
+    map_version: int = 0
 
     def leader_address(self, key: bytes) -> Address | None:
-        leader = self.leaders.get(self.ring.shard_for_key(key))
+        """The shard's leader, else a node holding a replica (it forwards)."""
+        shard = self.ring.shard_for_key(key)
+        leader = self.leaders.get(shard)
+        if leader is None:
+            holders = self.placement.get(shard)
+            leader = holders[0] if holders else None
         return None if leader is None else self.addresses.get(leader)
 
     def group_of(self, key: bytes) -> int:
@@ -68,8 +76,21 @@ class Layout:
                 for group in description.get("groups", [])
                 if group.get("leader")
             }
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            ring_rows = description.get("ring") or []
+            ring = (Ring([int(row[0]) for row in ring_rows], [int(row[1]) for row in ring_rows])
+                    if ring_rows else Ring.uniform(list(range(shards))))
+            placement = {int(shard): [int(n) for n in holders]
+                         for shard, holders in (description.get("placement") or {}).items()}
+            map_version = int(description.get("map_version") or 0)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
             raise LayoutError(f"cannot understand the cluster description: {error}") from error
         if shards < 1:
             raise LayoutError("cluster description has no shards")
-        return cls(Ring.uniform(list(range(shards))), leaders, addresses)
+        return cls(ring, leaders, addresses, placement, map_version)
+
+    def merge(self, other: Layout) -> Layout:
+        """Combine two nodes' views (each knows the leaders of the shards it hosts)."""
+        newer, older = (other, self) if other.map_version >= self.map_version else (self, other)
+        leaders = {**older.leaders, **newer.leaders}
+        return Layout(newer.ring, leaders, {**older.addresses, **newer.addresses},
+                      newer.placement or older.placement, newer.map_version)

@@ -166,3 +166,132 @@ def _status_table(statuses: dict[str, dict[str, Any]]) -> Table:
                           str(group["applied"]), str(group["last_index"]),
                           str(commits[group["group"]] - group["applied"]))
     return table
+
+
+# -- membership: add-node, remove-node, rebalance ------------------------------------
+
+_cluster_option = click.option(
+    "--cluster", "cluster_addresses", multiple=True, metavar="HOST:PORT",
+    default=("127.0.0.1:7379",), show_default=True,
+    help="RESP address of a cluster node (repeatable; the first that answers is used).")
+_timeout_option = click.option("--timeout", "timeout_s", default=300.0, show_default=True,
+                               help="Seconds to wait for the replica moves to finish.")
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def _admin(cluster_addresses: tuple[str, ...]) -> Any:
+    from ringbolt.client.admin import ClusterAdmin
+
+    return ClusterAdmin(list(cluster_addresses))
+
+
+def _finish_moves(admin: Any, plan: dict[str, Any], timeout_s: float,
+                  console: Console | None) -> dict[str, Any]:
+    """Wait for the planned moves, then spread leaderships; the summary."""
+    started = time.monotonic()
+    if console is not None and plan["moves"]:
+        console.print(f"moving {len(plan['moves'])} replica(s) ...")
+    states = admin.wait_converged(timeout_s)
+    leader_moves = admin.balance_leaders()
+    loads: dict[int, int] = {}
+    leads: dict[int, int] = {}
+    for state in states:
+        for node in state.replicas:
+            loads[node] = loads.get(node, 0) + 1
+    for state in admin.shard_states():
+        if state.leader is not None:
+            leads[state.leader] = leads.get(state.leader, 0) + 1
+    return {**plan, "seconds": round(time.monotonic() - started, 3),
+            "leader_moves": leader_moves,
+            "replicas_per_node": {str(k): v for k, v in sorted(loads.items())},
+            "leaders_per_node": {str(k): v for k, v in sorted(leads.items())}}
+
+
+def _report(result: dict[str, Any], as_json: bool, headline: str) -> None:
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    console = _console()
+    console.print(headline)
+    for move in result.get("moves", []):
+        console.print(f"  shard {move['shard']}: {move['from'] or '-'} -> {move['to'] or '-'}")
+    if "replicas_per_node" in result:
+        console.print(f"replicas per node: {result['replicas_per_node']}")
+        console.print(f"leaders per node:  {result['leaders_per_node']}")
+        console.print(f"done in {result['seconds']} s")
+
+
+def _run_admin(action: Any) -> Any:
+    from ringbolt.client.admin import AdminError
+
+    try:
+        return action()
+    except AdminError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@cluster.command("add-node")
+@click.argument("address", metavar="ADDR")
+@click.option("--dc", default=None, help="Data-center label (default: the node's own).")
+@click.option("--zone", default=None, help="Zone label (default: the node's own).")
+@click.option("--rebalance/--no-rebalance", default=True, show_default=True,
+              help="Move a fair share of replicas onto the new node.")
+@_cluster_option
+@_timeout_option
+@_json_option
+def add_node(address: str, dc: str | None, zone: str | None, rebalance: bool,
+             cluster_addresses: tuple[str, ...], timeout_s: float, as_json: bool) -> None:
+    """Add the node serving RESP at ADDR (started with `join = true`) to the cluster.
+
+    The node is registered in the cluster map, then (unless --no-rebalance)
+    replicas move onto it online: learner, snapshot, catch-up, promotion,
+    removal of the old replica; then shard leaderships are spread evenly."""
+    admin = _admin(cluster_addresses)
+    added = _run_admin(lambda: admin.add_node(address, dc=dc, zone=zone))
+    result: dict[str, Any] = {"node": added["node"], "version": added["version"], "moves": []}
+    if rebalance:
+        plan = _run_admin(lambda: admin.rebalance())
+        result = _run_admin(lambda: _finish_moves(admin, {**result, **plan}, timeout_s,
+                                                  None if as_json else _console()))
+    _report(result, as_json, f"node {added['node']} added (map version {result['version']})")
+
+
+@cluster.command("remove-node")
+@click.argument("node_id", type=int)
+@_cluster_option
+@_timeout_option
+@_json_option
+def remove_node(node_id: int, cluster_addresses: tuple[str, ...], timeout_s: float,
+                as_json: bool) -> None:
+    """Drain node NODE_ID (its replicas move to the other nodes, online), then
+    remove it from the map. Works for a node that is down for good too: its
+    replicas are rebuilt on the others from the surviving copies."""
+    admin = _admin(cluster_addresses)
+    _run_admin(lambda: admin.drain_node(node_id))
+    plan = _run_admin(lambda: admin.rebalance())
+    result = _run_admin(lambda: _finish_moves(admin, plan, timeout_s,
+                                              None if as_json else _console()))
+    removed = _run_admin(lambda: admin.remove_node(node_id))
+    result.update(node=node_id, version=removed["version"])
+    _report(result, as_json, f"node {node_id} drained and removed (map version "
+                             f"{removed['version']}); its process can be stopped")
+
+
+@cluster.command("rebalance")
+@click.option("--dry-run", is_flag=True, help="Only print the moves placement calls for.")
+@_cluster_option
+@_timeout_option
+@_json_option
+def rebalance_command(dry_run: bool, cluster_addresses: tuple[str, ...], timeout_s: float,
+                      as_json: bool) -> None:
+    """Move replicas to the placement the active nodes call for (bounded loads,
+    distinct DCs), then spread shard leaderships evenly."""
+    admin = _admin(cluster_addresses)
+    plan = _run_admin(lambda: admin.rebalance(dry_run=dry_run))
+    if dry_run:
+        _report(plan, as_json, f"{len(plan['moves'])} move(s) planned (dry run, map version "
+                               f"{plan['version']})")
+        return
+    result = _run_admin(lambda: _finish_moves(admin, plan, timeout_s,
+                                              None if as_json else _console()))
+    _report(result, as_json, f"{len(plan['moves'])} move(s) made (map version {plan['version']})")

@@ -82,6 +82,8 @@ class LocalCluster:
                  log_level: str = "info") -> None:
         assert 1 <= nodes <= 64
         self.nodes = nodes
+        self.initial_nodes = nodes
+        """Nodes 1..initial_nodes bootstrap the cluster; later ones join it."""
         self.data_dir = Path(data_dir).resolve()
         self.base_port = base_port
         self.shards = shards
@@ -112,8 +114,10 @@ class LocalCluster:
         return self.data_dir / f"node{node}.log"
 
     def config(self, node: int) -> NodeConfig:
+        """Initial nodes list each other (the same list on every one of them, so
+        they derive the same initial map); a joining node lists them as seeds."""
         peers = {}
-        for other in self.node_ids():
+        for other in sorted({*range(1, self.initial_nodes + 1), node}):
             client, peer, admin = port_layout(other, self.base_port)
             peers[other] = PeerConfig(node_id=other, address=Address(HOST, peer),
                                       client_address=Address(HOST, client),
@@ -124,7 +128,7 @@ class LocalCluster:
                           peer_address=own.address, admin_address=own.admin_address,
                           data_dir=self.data_dir / f"node{node}", peers=peers,
                           shards=self.shards, fsync=self.fsync, requirepass=self.requirepass,
-                          log_level=self.log_level)
+                          log_level=self.log_level, join=node > self.initial_nodes)
 
     def write_configs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +143,17 @@ class LocalCluster:
             self._spawn(node)
         for node in self.node_ids():
             self.wait_healthy(node, timeout_s)
+
+    def add_node(self, timeout_s: float = 30.0) -> int:
+        """Start one more node with `join = true`; returns its id. It holds
+        nothing until `ringbolt cluster add-node` (or `ClusterAdmin.add_node`)
+        registers it."""
+        self.nodes += 1
+        node = self.nodes
+        self.config_path(node).write_text(render_config(self.config(node)))
+        self._spawn(node)
+        self.wait_healthy(node, timeout_s)
+        return node
 
     def _spawn(self, node: int) -> None:
         assert node not in self.processes or self.processes[node].poll() is not None

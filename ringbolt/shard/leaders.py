@@ -33,19 +33,29 @@ def plan_leader_moves(leaders: Mapping[int, int], members: Mapping[int, Sequence
     ceiling = -(-len(leaders) // len(nodes))
     floor = len(leaders) // len(nodes)
     moves: list[LeaderMove] = []
-    while True:
-        heavy = max(led, key=lambda node: (len(led[node]), -node))
-        light = min(led, key=lambda node: (len(led[node]), node))
-        if len(led[heavy]) <= ceiling and len(led[light]) >= floor:
+    for _ in range(len(leaders) * len(led) + 1):
+        move = _best_move(led, members, floor, ceiling)
+        if move is None:
             break
-        if len(led[heavy]) - len(led[light]) <= 1:
-            break
-        movable = [s for s in led[heavy] if light in members.get(s, ())]
-        if not movable:
-            break  # no shard of the heaviest node has a replica on the lightest
-        shard = movable[0]
-        led[heavy].remove(shard)
-        led[light].append(shard)
-        moves.append(LeaderMove(shard, heavy, light))
-    assert len(moves) <= len(leaders)
+        led[move.source].remove(move.shard)
+        led[move.target].append(move.shard)
+        moves.append(move)
     return moves
+
+
+def _best_move(led: dict[int, list[int]], members: Mapping[int, Sequence[int]],
+               floor: int, ceiling: int) -> LeaderMove | None:
+    """One transfer from the most loaded node that can give a leadership to a
+    less loaded replica holder, preferring the least loaded taker. Every move
+    narrows the spread, so the loop ends; it stops once every node leads floor
+    or ceiling shards, or no replica holder can take one."""
+    if all(floor <= len(shards) <= ceiling for shards in led.values()):
+        return None
+    for heavy in sorted(led, key=lambda node: (-len(led[node]), node)):
+        for light in sorted(led, key=lambda node: (len(led[node]), node)):
+            if len(led[heavy]) - len(led[light]) <= 1:
+                break
+            movable = [s for s in sorted(led[heavy]) if light in members.get(s, ())]
+            if movable:
+                return LeaderMove(movable[0], heavy, light)
+    return None
