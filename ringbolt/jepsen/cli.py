@@ -24,7 +24,7 @@ import click
 
 from ringbolt.jepsen import limits
 from ringbolt.jepsen.cluster import NodeError
-from ringbolt.jepsen.nemesis import resolve_kinds
+from ringbolt.jepsen.nemesis import FAULTS, GROUPS, resolve_kinds
 from ringbolt.jepsen.netns import NetworkError, NotRoot
 from ringbolt.jepsen.runner import RunOptions, run_series
 from ringbolt.jepsen.workload import WORKLOADS
@@ -55,8 +55,9 @@ def combine(summaries: list[dict[str, Any]]) -> dict[str, Any]:
               type=click.IntRange(1, limits.nodes_max), help="Nodes (one namespace each).")
 @click.option("--time", "time_s", default=60.0, show_default=True,
               type=click.FloatRange(1.0, limits.run_time_s_max), help="Seconds of workload per run.")
-@click.option("--nemesis", default="all", show_default=True,
-              help="all, none, partition, kill, pause, leader, slow, or kinds, comma-separated.")
+@click.option("--nemesis", default="all", show_default=True, metavar="NAME[,NAME...]",
+              help=f"Comma-separated groups ({', '.join(GROUPS)}) and/or kinds "
+                   f"({', '.join(sorted(FAULTS))}).")
 @click.option("--workload", default="register", show_default=True,
               type=click.Choice(sorted(WORKLOADS)))
 @click.option("--runs", default=1, show_default=True, type=click.IntRange(1, limits.runs_max))

@@ -15,8 +15,12 @@ namespaces only:
 * a *partition* is a set of directed (src, dst) pairs; src's packets to dst
   are dropped by a blackhole route in src's namespace (one-way by nature, a
   two-way cut is both directions);
-* a *slow link* is a `tbf` queue on a node's eth0 (this kernel has no netem;
-  `slow` uses netem when available: delay + loss);
+* a *slow link* is delay + loss on a node's eth0: `tc netem` where the
+  kernel has it; otherwise (this container's kernel has no netem, prio or
+  sfq) a `tbf` queue of 256 kbit/s whose backlog may reach the delay (queueing
+  delay, not a fixed one) plus random loss from an `iptables -m statistic`
+  DROP rule on the namespace's OUTPUT chain (skipped, and said so, without
+  iptables);
 * `destroy()` deletes the namespaces (which takes their veths along) and the
   bridge, and `cleanup_stale()` removes whatever an earlier run left behind
   (node processes in its namespaces, namespaces, links, node data in
@@ -66,6 +70,13 @@ def run(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[s
     if check and result.returncode != 0:
         raise NetworkError(f"{' '.join(args)}: {result.stderr.strip()}")
     return result
+
+
+def _loss_rule(action: str, loss_percent: float) -> list[str]:
+    """Append (-A) or delete (-D) a rule that drops this share of outgoing packets."""
+    assert 0 < loss_percent < 100
+    return [action, "OUTPUT", "-o", "eth0", "-m", "statistic", "--mode", "random",
+            "--probability", f"{loss_percent / 100:.4f}", "-j", "DROP"]
 
 
 def new_run_id() -> str:
@@ -158,6 +169,7 @@ class TestNetwork:
         assert len(self.bridge) <= 15
         self._cut: set[tuple[int, int]] = set()
         self._slow: set[int] = set()
+        self._loss: dict[int, float] = {}
 
     def node_ids(self) -> list[int]:
         return list(range(1, self.nodes + 1))
@@ -219,7 +231,8 @@ class TestNetwork:
         self._cut.clear()
 
     def slow(self, node: int, *, delay_ms: int, loss_percent: float) -> str:
-        """Degrade node's eth0; returns what was applied (netem if the kernel has it, else tbf)."""
+        """Degrade node's eth0; returns what was applied (netem if the kernel has
+        it, else a tbf queue plus iptables random loss)."""
         namespace = self.namespace(node)
         netem = run(["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", "eth0",
                      "root", "netem", "delay", f"{delay_ms}ms", f"{delay_ms // 2}ms",
@@ -229,13 +242,23 @@ class TestNetwork:
             return f"netem delay {delay_ms}ms loss {loss_percent}%"
         run(["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", "eth0", "root",
              "tbf", "rate", "256kbit", "burst", "4kb", "latency", f"{delay_ms}ms"])
-        return f"tbf rate 256kbit latency {delay_ms}ms (no netem in this kernel)"
+        applied = f"tbf rate 256kbit latency {delay_ms}ms"
+        if shutil.which("iptables") is None:
+            return f"{applied}, no loss (no netem in this kernel, no iptables)"
+        run(["ip", "netns", "exec", namespace, "iptables", "-w", "5",
+             *_loss_rule("-A", loss_percent)])
+        self._loss[node] = loss_percent
+        return f"{applied} + iptables loss {loss_percent}% (no netem in this kernel)"
 
     def heal_slow(self) -> None:
         for node in sorted(self._slow):
             run(["ip", "netns", "exec", self.namespace(node), "tc", "qdisc", "del", "dev",
                  "eth0", "root"], check=False)
+        for node, loss_percent in sorted(self._loss.items()):
+            run(["ip", "netns", "exec", self.namespace(node), "iptables", "-w", "5",
+                 *_loss_rule("-D", loss_percent)], check=False)
         self._slow.clear()
+        self._loss.clear()
 
     def heal(self) -> None:
         self.heal_cuts()

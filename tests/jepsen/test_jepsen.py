@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ringbolt.jepsen.netns import (
     leftovers,
     new_run_id,
     require_root,
+    run,
 )
 from ringbolt.jepsen.runner import RunOptions, run_once
 from ringbolt.server.config import load_config, render_config
@@ -234,3 +236,47 @@ def test_every_node_replicates_the_shard_up_to_the_config_limit(tmp_path: Path) 
         path = tmp_path / "n1.toml"
         path.write_text(render_config(config))
         assert load_config(path).replicas == replicas
+
+
+@needs_root
+@pytest.mark.timeout(60)
+def test_slow_link_degrades_eth0_and_heals() -> None:
+    network = TestNetwork(new_run_id(), 1)
+    network.create()
+    namespace = network.namespace(1)
+
+    def shown() -> str:
+        qdisc = run(["ip", "netns", "exec", namespace, "tc", "qdisc", "show", "dev", "eth0"])
+        rules = run(["ip", "netns", "exec", namespace, "iptables", "-w", "5", "-S", "OUTPUT"],
+                    check=False)
+        return qdisc.stdout + rules.stdout
+
+    try:
+        applied = network.slow(1, delay_ms=50, loss_percent=5.0)
+        state = shown()
+        if applied.startswith("netem"):
+            assert "netem" in state
+        else:
+            assert "tbf" in state
+            if shutil.which("iptables") is not None:
+                assert "iptables loss 5.0%" in applied
+                assert "-m statistic --mode random --probability 0.0499" in state
+        network.heal_slow()
+        state = shown()
+        assert "netem" not in state and "tbf" not in state and "statistic" not in state
+    finally:
+        network.destroy()
+
+
+def test_help_lists_every_nemesis_and_bad_names_are_refused() -> None:
+    from click.testing import CliRunner
+
+    from ringbolt.jepsen.cli import jepsen
+
+    runner = CliRunner()
+    text = " ".join(runner.invoke(jepsen, ["--help"]).output.split())
+    for name in [*nemesis.GROUPS, *nemesis.FAULTS]:
+        assert name in text.replace("- ", "-"), name  # help wraps at hyphens
+    refused = runner.invoke(jepsen, ["--nemesis", "meteor"])
+    assert refused.exit_code == 2
+    assert "unknown nemesis 'meteor'" in refused.output
