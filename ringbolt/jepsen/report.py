@@ -77,7 +77,10 @@ def availability(history: History, events: Sequence[NemesisEvent],
 def recovery_times(history: History, events: Sequence[NemesisEvent]) -> list[dict[str, Any]]:
     """Per heal: seconds from the heal to the first ok op invoked after it
     (`first_ok_s`), and until EVERY client process had one (`all_clients_s`:
-    the clients of the faulted nodes are back too). None = not before the end."""
+    the clients of the faulted nodes are back too). None = not before the end.
+    A heal is `clean` when no other fault was active at it and every client was
+    back before the next fault started; only clean heals measure recovery from
+    that one fault (the others also wait for an overlapping or later fault)."""
     first_ok: dict[int, list[tuple[float, float]]] = {}
     for invoke, completion in completed_ops(history):
         if (completion is not None and completion["type"] == "ok"
@@ -91,18 +94,27 @@ def recovery_times(history: History, events: Sequence[NemesisEvent]) -> list[dic
         reached = [t for t in per_process if t is not None]
         first = min(reached, default=None)
         every = max(reached) if reached and len(reached) == len(per_process) else None
+        others = [e for e in events if e is not event]
+        overlapped = any(e.start_s <= event.stop_s < e.stop_s for e in others)
+        next_start = min((e.start_s for e in others if e.start_s > event.stop_s), default=None)
+        clean = (every is not None and not overlapped
+                 and (next_start is None or every <= next_start))
         result.append({"kind": event.kind, "healed_s": round(event.stop_s, 3),
                        "first_ok_s": None if first is None else round(first - event.stop_s, 3),
-                       "all_clients_s": None if every is None else round(every - event.stop_s, 3)})
+                       "all_clients_s": None if every is None else round(every - event.stop_s, 3),
+                       "clean": clean})
     return result
 
 
-def recovery_summary(recoveries: list[dict[str, Any]]) -> dict[str, float | None]:
-    summary: dict[str, float | None] = {}
+def recovery_summary(recoveries: list[dict[str, Any]]) -> dict[str, float | int | None]:
+    """Means and maxima; `all_clients_s` over clean heals only (`clean_heals` of them)."""
+    summary: dict[str, float | int | None] = {}
     for name in ("first_ok_s", "all_clients_s"):
-        values = [r[name] for r in recoveries if r[name] is not None]
+        values = [r[name] for r in recoveries
+                  if r[name] is not None and (name == "first_ok_s" or r.get("clean", True))]
         summary[f"{name}_mean"] = round(sum(values) / len(values), 3) if values else None
         summary[f"{name}_max"] = round(max(values), 3) if values else None
+    summary["clean_heals"] = sum(1 for r in recoveries if r.get("clean", True))
     return summary
 
 

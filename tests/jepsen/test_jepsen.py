@@ -280,3 +280,24 @@ def test_help_lists_every_nemesis_and_bad_names_are_refused() -> None:
     refused = runner.invoke(jepsen, ["--nemesis", "meteor"])
     assert refused.exit_code == 2
     assert "unknown nemesis 'meteor'" in refused.output
+
+
+def test_only_clean_heals_count_towards_recovery() -> None:
+    history = History()
+    for process, invoked, done in ((0, 5100, 5200), (1, 5300, 5400),  # back before 6.0 s
+                                   (0, 9100, 9150), (1, 12000, 12100),  # 1 back after 11.0
+                                   (0, 11600, 11650)):
+        op = history.invoke(process, "read", "k", time=invoked)
+        history.ok(op, None, time=done)
+    events = [nemesis.NemesisEvent(kind="pause", targets=(1,), detail="", start_s=1.0, stop_s=5.0),
+              nemesis.NemesisEvent(kind="kill", targets=(2,), detail="", start_s=6.0, stop_s=9.0),
+              nemesis.NemesisEvent(kind="slow", targets=(2,), detail="", start_s=11.0,
+                                   stop_s=11.5)]
+    first, second, third = report.recovery_times(history, events)
+    assert first["clean"] is True and first["all_clients_s"] == pytest.approx(0.4)
+    assert second["clean"] is False  # process 1 was back only after the next fault began
+    assert second["all_clients_s"] == pytest.approx(3.1)
+    assert third["clean"] is True and third["all_clients_s"] == pytest.approx(0.6)
+    summary = report.recovery_summary([first, second, third])
+    assert summary["clean_heals"] == 2
+    assert summary["all_clients_s_max"] == pytest.approx(0.6)
