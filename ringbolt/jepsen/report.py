@@ -8,7 +8,11 @@ seconds). An op belongs to a fault when it was *invoked* while the fault was
 active; availability of a kind is the share of those ops that completed ok.
 The recovery time after a heal is the time from the heal to the first ok
 completion of an op invoked after it (None if nothing succeeded before the
-run ended). `write_run_directory` lays out one run::
+run ended). The *rejoin* time after a heal is read from the node logs
+instead: per target node, the time until its log says it knows a leader of
+shard 0 again (the replica's "shard 0: leader is now N" line), 0 if it never
+lost it; it isolates the cluster's recovery from the clients' op timeouts and
+from the next fault. `write_run_directory` lays out one run::
 
     history.jsonl  nemesis.jsonl  errors.jsonl  summary.json  timeline.png  logs/n<i>.log
 
@@ -18,7 +22,9 @@ with a warning in the summary.
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +122,62 @@ def recovery_summary(recoveries: list[dict[str, Any]]) -> dict[str, float | int 
         summary[f"{name}_max"] = round(max(values), 3) if values else None
     summary["clean_heals"] = sum(1 for r in recoveries if r.get("clean", True))
     return summary
+
+
+_LEADER_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) node\d+ \w+ ringbolt\.replica: "
+    r"shard 0: leader is now (\w+)")
+_START_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) node\d+ \w+ "
+                         r"ringbolt\.node: node \d+ up")
+
+
+def leader_timeline(log_path: Path, started_at_unix: float) -> list[tuple[float, bool]]:
+    """(seconds since the run started, knows a leader of shard 0?) from one node's
+    log; a (re)start counts as not knowing one."""
+    timeline: list[tuple[float, bool]] = []
+    if not log_path.is_file():
+        return timeline
+    with open(log_path, encoding="utf-8", errors="replace") as stream:
+        for line in stream:
+            leader, start = _LEADER_LINE.match(line), _START_LINE.match(line)
+            match = leader or start
+            if match is None:
+                continue
+            stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            at_s = stamp.timestamp() - started_at_unix
+            timeline.append((at_s, leader is not None and leader.group(2) != "unknown"))
+    return timeline
+
+
+def rejoin_times(log_dir: Path, events: Sequence[NemesisEvent],
+                 started_at_unix: float) -> list[float | None]:
+    """Per event: seconds from its heal until every target node knew a leader of
+    shard 0 again (0.0 if none had lost it; None if one never did)."""
+    timelines = {int(path.stem[1:]): leader_timeline(path, started_at_unix)
+                 for path in log_dir.glob("n*.log") if path.stem[1:].isdigit()}
+    result: list[float | None] = []
+    for event in events:
+        worst: float | None = 0.0
+        for node in event.targets:
+            timeline = timelines.get(node, [])
+            before = [knows for at_s, knows in timeline if at_s <= event.stop_s]
+            killed = event.kind.startswith("kill")  # restarted at the heal: knows nothing
+            if before and before[-1] and not killed:
+                continue
+            after = [at_s for at_s, knows in timeline if at_s > event.stop_s and knows]
+            if not after:
+                worst = None
+                break
+            assert worst is not None
+            worst = max(worst, after[0] - event.stop_s)
+        result.append(None if worst is None else round(worst, 3))
+    return result
+
+
+def rejoin_summary(recoveries: list[dict[str, Any]]) -> dict[str, float | None]:
+    values = [r["rejoin_s"] for r in recoveries if r.get("rejoin_s") is not None]
+    return {"rejoin_s_mean": round(sum(values) / len(values), 3) if values else None,
+            "rejoin_s_max": round(max(values), 3) if values else None}
 
 
 def write_history(history: History, directory: Path) -> None:

@@ -96,6 +96,7 @@ def _wait_leader(cluster: NamespaceCluster, timeout_s: float = limits.node_start
 def _exercise(options: RunOptions, seed: int, kinds: tuple[str, ...],
               cluster: NamespaceCluster, run_dir: Path, log: Any) -> dict[str, Any]:
     started_at = time.monotonic()
+    started_at_unix = time.time()  # the same instant on the node logs' clock
     workload: Workload = WORKLOADS[options.workload](seed, started_at)
     nemesis = Nemesis(cluster=cluster, kinds=kinds, rng=random.Random(f"nemesis-{seed}"),
                       started_at=started_at)
@@ -129,6 +130,9 @@ def _exercise(options: RunOptions, seed: int, kinds: tuple[str, ...],
     elif final.unread and valid:
         valid = None
     recoveries = report.recovery_times(workload.history, nemesis.events)
+    rejoins = report.rejoin_times(run_dir / "logs", nemesis.events, started_at_unix)
+    for recovery, rejoin_s in zip(recoveries, rejoins, strict=True):
+        recovery["rejoin_s"] = rejoin_s
     summary: dict[str, Any] = {
         "valid": valid,
         **report.counts(workload.history),
@@ -146,7 +150,9 @@ def _exercise(options: RunOptions, seed: int, kinds: tuple[str, ...],
         "linearizability": verdict.to_dict(),
         "availability": report.availability(workload.history, nemesis.events,
                                             frozenset(workload.answered)),
-        "recovery": report.recovery_summary(recoveries),
+        "recovery": {**report.recovery_summary(recoveries),
+                     **report.rejoin_summary(recoveries)},
+        "started_at_unix": round(started_at_unix, 3),
         "recoveries": recoveries,
         "converge_after_heal_s": None if converge_s is None else round(converge_s, 3),
         "run_dir": str(run_dir),

@@ -301,3 +301,32 @@ def test_only_clean_heals_count_towards_recovery() -> None:
     summary = report.recovery_summary([first, second, third])
     assert summary["clean_heals"] == 2
     assert summary["all_clients_s_max"] == pytest.approx(0.6)
+
+
+def test_rejoin_times_come_from_the_node_logs(tmp_path: Path) -> None:
+    import datetime
+
+    start = datetime.datetime(2026, 1, 2, 3, 4, 5)
+
+    def line(at_s: float, node: int, text: str) -> str:
+        stamp = (start + datetime.timedelta(seconds=at_s)).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+        return f"{stamp} node{node} INFO {text}\n"
+
+    (tmp_path / "n1.log").write_text(
+        line(0.1, 1, "ringbolt.replica: shard 0: leader is now 2 (term 1, this node follower)")
+        + line(2.0, 1, "ringbolt.replica: shard 0: leader is now unknown (term 1, pre_candidate)")
+        + line(2.5, 1, "ringbolt.replica: shard 1000000: leader is now 3 (term 1, follower)")
+        + line(5.7, 1, "ringbolt.replica: shard 0: leader is now 3 (term 2, this node follower)"))
+    (tmp_path / "n2.log").write_text(
+        line(0.1, 2, "ringbolt.replica: shard 0: leader is now 2 (term 1, this node leader)")
+        + line(8.0, 2, "ringbolt.node: node 2 up: clients ...")  # restarted: not known yet
+        + line(8.25, 2, "ringbolt.replica: shard 0: leader is now 3 (term 2, this node follower)"))
+    events = [nemesis.NemesisEvent(kind="partition-halves", targets=(1,), detail="",
+                                   start_s=1.5, stop_s=5.0),
+              nemesis.NemesisEvent(kind="slow", targets=(2,), detail="", start_s=5.5, stop_s=6.0),
+              nemesis.NemesisEvent(kind="kill", targets=(2,), detail="", start_s=6.5, stop_s=7.5),
+              nemesis.NemesisEvent(kind="kill", targets=(3,), detail="", start_s=8.0, stop_s=9.0)]
+    rejoins = report.rejoin_times(tmp_path, events, start.timestamp())
+    assert rejoins == [pytest.approx(0.7), 0.0, pytest.approx(0.75), None]
+    summary = report.rejoin_summary([{"rejoin_s": r} for r in rejoins])
+    assert summary["rejoin_s_max"] == pytest.approx(0.75)
