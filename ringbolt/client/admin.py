@@ -24,6 +24,7 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
+from ringbolt.client.policy import Action, classify
 from ringbolt.shard.leaders import plan_leader_moves
 
 
@@ -50,6 +51,7 @@ class ClusterAdmin:
         self.addresses = list(addresses)
         self.password = password
         self.timeout_s = timeout_s
+        self._rotation = 0
 
     def _connect(self, address: str) -> redis.Redis:
         host, _, port = address.rpartition(":")
@@ -57,13 +59,19 @@ class ClusterAdmin:
                            socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s)
 
     def call(self, *arguments: object, address: str | None = None) -> Any:
-        """Run a command on `address`, or on the first node that answers."""
+        """Run a command on `address`, or on the first node that answers
+        (starting after the node that last answered with a retryable error)."""
         errors = []
-        for candidate in [address] if address else self.addresses:
+        if address:
+            candidates = [address]
+        else:
+            start = self._rotation % len(self.addresses)
+            candidates = self.addresses[start:] + self.addresses[:start]
+        for candidate in candidates:
             connection = self._connect(candidate)
             try:
                 return connection.execute_command(*arguments)
-            except redis.ConnectionError as error:
+            except (redis.ConnectionError, redis.TimeoutError) as error:
                 errors.append(f"{candidate}: {error}")
             finally:
                 connection.close()
@@ -76,9 +84,12 @@ class ClusterAdmin:
                 reply = self.call(*arguments, address=address)
                 return json.loads(reply)
             except redis.ResponseError as error:
-                retryable = str(error).startswith(("TRYAGAIN", "BUSY")) or "TRYAGAIN" in str(error)
-                if not retryable or time.monotonic() > deadline:
+                # the map commands are idempotent on the node, so even an
+                # "outcome unknown" answer can be retried (on another node)
+                action = classify(error, sent=True, write=False)
+                if action is not Action.RETRY or time.monotonic() > deadline:
                     raise AdminError(str(error)) from None
+                self._rotation += 1
             time.sleep(0.2)
 
     # -- reading ---------------------------------------------------------------------
@@ -131,6 +142,12 @@ class ClusterAdmin:
             "CLUSTER", "ADDNODE", me["id"], me["peer_address"], me["address"],
             dc if dc is not None else me.get("dc", ""),
             zone if zone is not None else me.get("zone", ""))
+        deadline = time.monotonic() + 30.0
+        while self.describe(address).get("map_version", 0) < result["version"]:
+            if time.monotonic() > deadline:
+                raise AdminError(f"node {me['id']} was added but has not learned the "
+                                 "cluster map within 30 s (can it reach the other nodes?)")
+            time.sleep(0.1)
         return result
 
     def rebalance(self, *, dry_run: bool = False) -> dict[str, Any]:

@@ -75,6 +75,11 @@ learners_catching_up_max = 4
 map_update_attempts_max = 20
 
 
+def abandoned_after_ticks(election_timeout_ticks: int) -> int:
+    """A group placed elsewhere and leaderless this long here is retired."""
+    return 4 * election_timeout_ticks
+
+
 def node_record(node_id: int, peer: object, client: object, dc: str, zone: str) -> NodeRecord:
     return NodeRecord(node_id=node_id, peer_address=str(peer),
                       client_address=str(client) if client else "unknown:0", dc=dc, zone=zone)
@@ -98,6 +103,7 @@ class Membership:
         self.node_id = node.node_id
         self.map: ClusterMap | None = None
         self._seen_applied = -1
+        self._leaderless_ticks: dict[int, int] = {}
         self._bootstrap_written = False
         self._updates = asyncio.Lock()
         self.stats = {"maps_installed": 0, "conf_changes": 0, "transfers": 0,
@@ -159,11 +165,29 @@ class Membership:
             self.node.host_group(group_id)
             self.stats["replicas_created"] += 1
         for group_id in sorted(set(self.node.replicas) - wanted):
-            conf = self.node.replicas[group_id].core.status().conf
-            members = conf.voters | conf.learners
-            if members and self.node_id not in members:
+            status = self.node.replicas[group_id].core.status()
+            members = status.conf.voters | status.conf.learners
+            removed = bool(members) and self.node_id not in members
+            # A leader stops sending to a node as soon as it appends the entry
+            # removing it, so the removed node usually never learns it: when
+            # the map has moved the group away and no leader has spoken to us
+            # for a while, stop ticking it. Reversible: a leader that still
+            # counts on us brings it back (`Node.on_raft`).
+            abandoned = self._leaderless_ticks.get(group_id, 0) >= abandoned_after_ticks(
+                self.node.config.election_timeout_ticks)
+            learner = self.node_id in status.conf.learners  # never needed for a quorum
+            if removed or abandoned or learner:
+                self._leaderless_ticks.pop(group_id, None)
                 self.node.retire_group(group_id)
                 self.stats["replicas_retired"] += 1
+
+    def _count_leaderless(self) -> None:
+        for group_id, replica in self.node.replicas.items():
+            if replica.leader == 0:
+                self._leaderless_ticks[group_id] = (self._leaderless_ticks.get(group_id, 0)
+                                                    + reconcile_every_ticks)
+            else:
+                self._leaderless_ticks.pop(group_id, None)
 
     # -- leaders drive their groups toward the map ----------------------------------------
 
@@ -171,6 +195,7 @@ class Membership:
         cluster_map = self.map
         if cluster_map is None:
             return
+        self._count_leaderless()
         self.sync_hosting()  # retire groups whose removal was applied since
         catching_up = 0
         for group_id, replica in list(self.node.replicas.items()):
@@ -276,13 +301,12 @@ class Membership:
             record = node_record(_int(words[0]), words[1], words[2],
                                  words[3] if len(words) > 3 else "",
                                  words[4] if len(words) > 4 else "")
-            updated = await self.update(lambda m: _apply(m, clustermap.AddNode(node=record)))
+            updated = await self.update(lambda m: _add_node(m, record))
             return _json({"version": updated.version, "node": record.node_id})
         if sub in (b"DRAINNODE", b"REMOVENODE") and len(words) == 1:
             node_id = _int(words[0])
-            command = (clustermap.DrainNode(node_id=node_id) if sub == b"DRAINNODE"
-                       else clustermap.RemoveNode(node_id=node_id))
-            updated = await self.update(lambda m: _apply(m, command))
+            wanted = NodeState.DRAINING if sub == b"DRAINNODE" else NodeState.REMOVED
+            updated = await self.update(lambda m: _set_state(m, node_id, wanted))
             return _json({"version": updated.version, "node": node_id})
         if sub == b"REBALANCE" and len(words) <= 1:
             dry_run = bool(words) and words[0].upper() == "DRYRUN"
@@ -349,7 +373,25 @@ def mapcodec_dict(cluster_map: ClusterMap) -> dict[str, object]:
                        for s in cluster_map.shards]}
 
 
-def _apply(cluster_map: ClusterMap, command: clustermap.MapCommand) -> ClusterMap:
+def _add_node(cluster_map: ClusterMap, record: NodeRecord) -> ClusterMap:
+    """Idempotent, so that a retried ADDNODE (first answer lost) is harmless."""
+    for known in cluster_map.nodes:
+        if known.node_id == record.node_id and known.peer_address == record.peer_address \
+                and known.state is NodeState.ACTIVE:
+            return cluster_map
+    return clustermap.apply(cluster_map, clustermap.AddNode(node=record))
+
+
+def _set_state(cluster_map: ClusterMap, node_id: int, state: NodeState) -> ClusterMap:
+    """DRAINING or REMOVED; idempotent like `_add_node` (REMOVED implies drained)."""
+    current = cluster_map.node(node_id).state
+    if current is state or (current is NodeState.REMOVED and state is NodeState.DRAINING):
+        return cluster_map
+    if state is NodeState.REMOVED and current is NodeState.ACTIVE:
+        cluster_map = clustermap.apply(cluster_map, clustermap.DrainNode(node_id=node_id))
+    command: clustermap.MapCommand = (clustermap.DrainNode(node_id=node_id)
+                                      if state is NodeState.DRAINING
+                                      else clustermap.RemoveNode(node_id=node_id))
     return clustermap.apply(cluster_map, command)
 
 

@@ -52,6 +52,7 @@ from typing import Any
 
 from ringbolt import limits as project
 from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_message
+from ringbolt.consensus.messages import AppendRequest, Heartbeat, SnapshotChunk, VoteRequest
 from ringbolt.consensus.raft import Raft, RaftConfig
 from ringbolt.consensus.types import (
     NotLeader,
@@ -76,7 +77,7 @@ from ringbolt.server.service import (
 )
 from ringbolt.server.transport import ForwardRequest, ForwardResponse, MalformedFrame, Transport
 from ringbolt.shard import reconcile
-from ringbolt.shard.clustermap import ClusterMap
+from ringbolt.shard.clustermap import ClusterMap, ClusterMapError
 from ringbolt.shard.ring import Ring
 from ringbolt.storage.engine import StateMachineStore
 from ringbolt.storage.errors import StorageError, StorageFailed, StorageFull
@@ -133,7 +134,7 @@ class Node:
         self.stats = {"rounds": 0, "fsyncs": 0, "fsync_seconds": 0.0, "readies": 0,
                       "round_entries_max": 0, "messages_sent": 0, "messages_dropped": 0,
                       "writes": 0, "reads": 0, "stale_reads": 0, "ticks": 0,
-                      "unknown_group_messages": 0}
+                      "unknown_group_messages": 0, "forwarded_elsewhere": 0}
         self.batch_sizes: list[int] = []
 
     # -- lifecycle ------------------------------------------------------------------
@@ -502,8 +503,6 @@ class Node:
         for key in keys[1:]:
             if ring.shard_for_key(key) != group_id:
                 raise CrossShard("keys of one command must live in one shard")
-        if group_id not in self.replicas:
-            raise self.membership.moved(group_id)
         return group_id
 
     def submit_write(self, keys: Sequence[bytes], command: bytes) -> asyncio.Future[Result]:
@@ -514,7 +513,9 @@ class Node:
     def _write(self, group_id: int, command: bytes) -> asyncio.Future[Result]:
         if self._stopping:
             return _failed(Unavailable("the node is shutting down; not executed, retry"))
-        replica = self.replicas[group_id]
+        replica = self.replicas.get(group_id)
+        if replica is None:
+            return self._forward_elsewhere(group_id, command)
         leader = replica.leader
         if replica.role is Role.LEADER:
             try:
@@ -561,11 +562,45 @@ class Node:
                         (deadline, command, future))
                     self._leaderless_count += 1
 
-    def submit_read(self, key: bytes, *, stale: bool = False) -> asyncio.Future[ReadValue]:
+    def _forward_elsewhere(self, group_id: int, command: bytes) -> asyncio.Future[Any]:
+        """A request for a shard this node does not host goes to a node that
+        does (which reads locally, or passes a write on to its leader)."""
+        holder = self._holder(group_id)
+        if holder is None:
+            return _failed(self.membership.moved(group_id))
+        self.stats["forwarded_elsewhere"] += 1
         try:
-            replica = self.replicas[self.group_of([key])]
+            return self.forwarder.forward(holder, group_id, command)
         except ServiceError as error:
             return _failed(error)
+
+    def _holder(self, group_id: int) -> int | None:
+        """A connected node the map places `group_id` on, else any such node."""
+        cluster_map = self.membership.map
+        if cluster_map is None:
+            return None
+        try:
+            holders = [n for n in cluster_map.shard(group_id).replicas if n != self.node_id]
+        except ClusterMapError:
+            return None
+        connected = [n for n in holders if self.transport.connected(n)]
+        if connected:
+            return connected[0]
+        return holders[0] if holders else None
+
+    def submit_read(self, key: bytes, *, stale: bool = False) -> asyncio.Future[ReadValue]:
+        try:
+            group_id = self.group_of([key])
+        except ServiceError as error:
+            return _failed(error)
+        replica = self.replicas.get(group_id)
+        if replica is None:
+            remote = self._forward_elsewhere(group_id, READ_MARKER + key)
+            if remote.done():
+                return remote
+            read: asyncio.Future[ReadValue] = asyncio.get_running_loop().create_future()
+            remote.add_done_callback(lambda done: _copy_read(done, read))
+            return read
         if stale:
             self.stats["stale_reads"] += 1
             future: asyncio.Future[ReadValue] = asyncio.get_running_loop().create_future()
@@ -693,14 +728,35 @@ class Node:
             raise MalformedFrame(f"Raft message from {message.sender} to {message.recipient} "
                                  f"on the link from {sender}")
         replica = self.replicas.get(group_id)
+        if replica is None and group_id in self._retired and isinstance(
+                message, (AppendRequest, Heartbeat, SnapshotChunk, VoteRequest)):
+            self.host_group(group_id)  # its leader (or a candidate) still counts on it
+            replica = self.replicas[group_id]
         if replica is None:
-            self.stats["unknown_group_messages"] += 1  # peer configured with more shards
+            self.stats["unknown_group_messages"] += 1  # not hosted (yet, or any more)
             return
         replica.core.step(message)
         self._work.set()
 
     def on_forward_request(self, sender: int, request: ForwardRequest) -> None:
         replica = self.replicas.get(request.group_id)
+        if replica is not None and request.command.startswith(READ_MARKER) and not self._stopping:
+            read = replica.read(request.command[len(READ_MARKER):])
+            self.forwarder.answer_when_done(sender, request.request_id, _as_result(read))
+            self._work.set()
+            return
+        if (replica is not None and replica.role is not Role.LEADER and not self._stopping
+                and replica.leader not in (0, self.node_id)
+                and sender not in _members(replica)):
+            # from a node that does not host the shard: pass it on to the leader
+            # (once: the leader is a member, so it never passes it further)
+            try:
+                future = self.forwarder.forward(replica.leader, request.group_id, request.command)
+            except ServiceError as error:
+                self.forwarder.answer_error(sender, request.request_id, error)
+                return
+            self.forwarder.answer_when_done(sender, request.request_id, future)
+            return
         if replica is None or replica.role is not Role.LEADER or self._stopping:
             self.forwarder.answer_error(sender, request.request_id, Unavailable(
                 f"node {self.node_id} does not lead shard {request.group_id}; "
@@ -772,6 +828,53 @@ class Node:
                 "forwards_inflight": len(self.forwarder.inflight),
                 "replicas": {g: r.statistics() for g, r in self.replicas.items()},
                 "transport": self.transport.statistics()}
+
+
+READ_MARKER = b"\x00read:"
+"""Prefix of a forwarded linearizable read (never the start of a KV command,
+which is a msgpack array)."""
+
+
+def _members(replica: Replica) -> frozenset[int]:
+    conf = replica.core.status().conf
+    return conf.voters | conf.learners
+
+
+def _as_result(read: asyncio.Future[ReadValue]) -> asyncio.Future[Result]:
+    """A read's answer in a form a `ForwardResponse` carries: [value, expiry] or None."""
+    result: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+
+    def copy(done: asyncio.Future[ReadValue]) -> None:
+        if result.done() or done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            fail_quietly(result, error)
+            return
+        value = done.result()
+        result.set_result(None if value is None else [value[0], value[1]])
+
+    read.add_done_callback(copy)
+    return result
+
+
+def _copy_read(done: asyncio.Future[Any], read: asyncio.Future[ReadValue]) -> None:
+    if read.done():
+        return
+    if done.cancelled():
+        read.cancel()
+        return
+    error = done.exception()
+    if error is not None:
+        fail_quietly(read, error)
+        return
+    value = done.result()
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], bytes):
+        read.set_result((value[0], int(value[1])))
+    elif value is None:
+        read.set_result(None)
+    else:
+        fail_quietly(read, Unavailable(f"unexpected forwarded read answer {value!r}; retry"))
 
 
 def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:

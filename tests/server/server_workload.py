@@ -46,6 +46,7 @@ class Workload:
     """Error replies by op id (for diagnosing a failed check)."""
 
     def __post_init__(self) -> None:
+        self.stopped = False
         self.rng = random.Random(self.seed)
         self.values = itertools.count()
 
@@ -53,10 +54,14 @@ class Workload:
         deadline = time.monotonic() + duration_s
         await asyncio.gather(*(self._client(p, deadline) for p in range(clients)))
 
+    def stop(self) -> None:
+        """End the run early (clients finish their current operation)."""
+        self.stopped = True
+
     async def _client(self, process: int, deadline: float) -> None:
         node = process % len(self.ports)
         connection = self._connect(node)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stopped:
             try:
                 await self._one(process, connection)
             except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError):

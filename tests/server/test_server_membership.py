@@ -1,0 +1,126 @@
+"""Online membership on real processes: nodes join and leave under load, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis.exceptions import TryAgainError
+from server_workload import Workload, dump_logs
+
+from ringbolt.check.linearizability import check_history
+from ringbolt.client.admin import ClusterAdmin
+from ringbolt.server.process import LocalCluster, find_base_port
+
+SHARDS = 24
+
+
+def cli(*arguments: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ringbolt", "cluster", *arguments],
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def test_add_two_nodes_then_remove_one_under_load(tmp_path: Path) -> None:
+    cluster = LocalCluster(3, tmp_path, find_base_port(5, start=22000), shards=SHARDS)
+    with cluster:
+        cluster.start()
+        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
+        admin = ClusterAdmin(addresses)
+        admin.wait_converged(60.0)
+        workload = Workload(cluster.client_ports(), seed=5, keys=SHARDS)
+        steps: list[str] = []
+
+        async def changes() -> None:
+            await asyncio.sleep(2.0)
+            for _ in range(2):
+                node = await asyncio.to_thread(cluster.add_node)
+                done = await asyncio.to_thread(
+                    cli, "add-node", f"127.0.0.1:{cluster.client_port(node)}",
+                    "--cluster", addresses[1], "--json")
+                assert done.returncode == 0, done.stderr
+                steps.append(done.stdout)
+                await asyncio.sleep(1.0)
+            done = await asyncio.to_thread(cli, "remove-node", "1", "--cluster", addresses[1],
+                                           "--json")
+            assert done.returncode == 0, done.stderr
+            steps.append(done.stdout)
+            await asyncio.sleep(1.0)
+            workload.stop()
+
+        async def scenario() -> None:
+            await asyncio.gather(workload.run(clients=6, duration_s=150.0), changes())
+
+        try:
+            asyncio.run(scenario())
+            missing = asyncio.run(workload.missing_ledger_keys(cluster.client_ports()[1]))
+            states = admin.wait_converged(30.0)
+        except Exception:
+            print(dump_logs(cluster))
+            raise
+        print(f"ops: {workload.counts}; steps: {steps}")
+        assert workload.counts["ok"] > 200 and len(workload.ledger) > 20
+        assert missing == [], f"acknowledged writes lost: {missing[:10]}"
+
+        loads = {node: 0 for node in (2, 3, 4, 5)}
+        for state in states:
+            assert 1 not in state.replicas and len(state.replicas) == 3
+            for node in state.replicas:
+                loads[node] += 1
+        mean = statistics.mean(loads.values())
+        assert all(abs(load - mean) <= 0.25 * mean for load in loads.values()), loads
+        leads = {node: 0 for node in loads}
+        for state in admin.shard_states():
+            assert state.leader in leads
+            leads[state.leader] += 1
+        assert max(leads.values()) - min(leads.values()) <= 2, leads  # each within ±1 of mean
+
+        result = check_history(workload.history, time_limit_s=60.0)
+        if not result.valid:
+            workload.history.to_jsonl(tmp_path / "history.jsonl")
+        assert result.valid, (tmp_path / "history.jsonl", result.violations[:3])
+
+
+@pytest.fixture
+def small_cluster(tmp_path: Path) -> LocalCluster:
+    return LocalCluster(3, tmp_path, find_base_port(4, start=23000), shards=4)
+
+
+def test_rebalance_dry_run_changes_nothing_and_a_joiner_serves_every_key(
+        small_cluster: LocalCluster) -> None:
+    with small_cluster as cluster:
+        cluster.start()
+        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
+        admin = ClusterAdmin(addresses)
+        admin.wait_converged(60.0)
+        version = admin.cluster_map()["version"]
+        node = cluster.add_node()
+        joiner = f"127.0.0.1:{cluster.client_port(node)}"
+        admin.add_node(joiner)
+        dry = cli("rebalance", "--dry-run", "--json", "--cluster", addresses[0])
+        assert dry.returncode == 0, dry.stderr
+        assert '"dry_run": true' in dry.stdout and '"moves": [{' in dry.stdout
+        assert admin.cluster_map()["version"] == version + 1  # only the AddNode
+        for i in range(50):
+            admin.call("SET", f"key{i}", f"value{i}", address=joiner)
+        done = cli("rebalance", "--json", "--cluster", addresses[0])
+        assert done.returncode == 0, done.stderr
+        states = admin.wait_converged(60.0)
+        assert any(node in s.replicas for s in states)
+        assert not all(node in s.replicas for s in states)  # so some keys are elsewhere
+        deadline = time.monotonic() + 10
+        for i in range(50):  # every node answers for every key, hosting it or not
+            for address in [*addresses, joiner]:
+                while True:
+                    try:
+                        value = admin.call("GET", f"key{i}", address=address)
+                    except TryAgainError:  # a replica that is just joining: retry
+                        value = None
+                    if value == f"value{i}".encode() or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                assert value == f"value{i}".encode(), (address, i)
