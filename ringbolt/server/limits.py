@@ -92,8 +92,8 @@ retransmission backoff, seconds to minutes after a partition heals). Idle
 links send a keep-alive every quarter of it, so silence means a dead path, not
 a quiet one. A few election timeouts: long enough that a slow peer is not
 mistaken for a cut one (and a stalled watchdog judges nothing), short enough
-that a healed peer is re-dialled within about two of it. It also bounds one
-dial and the re-dial backoff. Nodes may pass a value derived from their
-election timeout."""
+that a healed peer is re-dialled soon after (re-dial backoff is capped at a
+quarter of it; one dial is bounded by it). Nodes may pass a value derived
+from their election timeout."""
 
 assert peer_silence_max_s > reconnect_backoff_initial_s

@@ -41,10 +41,11 @@ dead path. A watchdog, every quarter of `silence_max_s`:
 * closes (and so re-dials) the outbound link to a peer from which no inbound
   connection has delivered a byte for `silence_max_s` since that link
   connected; `on_peer_lost` fires as for any lost link.
-If the watchdog itself ran late (our own event loop stalled, so unread bytes
-may be waiting), it judges nothing that round. Re-dial backoff is capped at
-`silence_max_s`, so a healed path carries frames again within about two
-silence bounds.
+If the watchdog itself ran late (our own event loop stalled, or the process
+was stopped), silence is counted again from that moment: unread bytes may be
+waiting, and peers that gave up on us need time to re-dial. Re-dial backoff is
+capped at a quarter of `silence_max_s` (a failed dial is one cheap syscall),
+so a healed path carries frames again within about that long.
 
 Membership: `set_peer` adds a peer or moves it to a new address (a fresh link
 dials it); `remove_peer` closes its links, drops its queue and reports it lost.
@@ -226,7 +227,7 @@ class PeerLink:
     async def run(self) -> None:
         """Dial the peer forever with bounded exponential backoff."""
         loop = asyncio.get_running_loop()
-        backoff_max_s = min(limits.reconnect_backoff_max_s, self.owner.silence_max_s)
+        backoff_max_s = min(limits.reconnect_backoff_max_s, self.owner.silence_max_s / 4)
         backoff = limits.reconnect_backoff_initial_s
         while True:
             if await self._connect(loop):
@@ -309,8 +310,9 @@ class _InboundProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.inbound.discard(self)
 
-    def close_if_silent(self, now: float, silence_max_s: float) -> bool:
-        if self.transport is None or now - self.received_at <= silence_max_s:
+    def close_if_silent(self, now: float, awake_since: float, silence_max_s: float) -> bool:
+        silent_s = now - max(self.received_at, awake_since)
+        if self.transport is None or silent_s <= silence_max_s:
             return False
         peer = "unidentified peer" if self.peer_id is None else f"peer {self.peer_id}"
         log.info("closing the connection from %s: silent for %.2f s", peer,
@@ -404,6 +406,8 @@ class Transport:
         self.links: dict[int, PeerLink] = {}
         self.inbound: set[_InboundProtocol] = set()
         self.heard_at: dict[int, float] = {}
+        self.awake_since = 0.0
+        """Loop time at which the watchdog last found that it had been held up."""
         """Loop time at which any inbound connection from each peer last delivered bytes."""
         self.server: asyncio.Server | None = None
         self.watchdog: asyncio.Task[None] | None = None
@@ -492,17 +496,20 @@ class Transport:
             for link in self.links.values():
                 link.keep_alive(now, interval_s)
             if late:
-                # our loop stalled: bytes may be waiting unread, so silence proves nothing
+                # our loop stalled or we were stopped: bytes may be waiting unread and
+                # peers may have given up on us, so silence is counted from now on
                 self.stats["watchdog_late"] += 1
+                self.awake_since = now
                 continue
             self.close_silent(now)
 
     def close_silent(self, now: float) -> None:
         for inbound in list(self.inbound):
-            if inbound.close_if_silent(now, self.silence_max_s):
+            if inbound.close_if_silent(now, self.awake_since, self.silence_max_s):
                 self.stats["silent_inbound_closed"] += 1
         for peer_id, link in self.links.items():
-            link.close_if_silent(now, self.heard_at.get(peer_id, 0.0), self.silence_max_s)
+            heard_at = max(self.heard_at.get(peer_id, 0.0), self.awake_since)
+            link.close_if_silent(now, heard_at, self.silence_max_s)
 
     def connected(self, peer_id: int) -> bool:
         link = self.links.get(peer_id)

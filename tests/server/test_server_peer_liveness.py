@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 from ringbolt.server.config import Address
 from ringbolt.server.transport import ForwardRequest, ForwardResponse, Transport
@@ -196,6 +197,26 @@ def test_idle_links_stay_up_on_keepalives() -> None:
                 assert b.links[1].stats["connects"] == 1
                 assert to_b.accepted == 1
             await delivered(a, 2, b_handler, b"still", 2.0)
+        finally:
+            await a.close()
+            await b.close()
+            await to_b.close()
+            await to_a.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stalled_event_loop_is_not_taken_for_a_cut() -> None:
+    async def scenario() -> None:
+        a, b, _, b_handler, to_b, to_a = await proxied_pair()
+        try:
+            time.sleep(3 * SILENCE_S)  # the whole loop stalls (as a stopped process would)
+            await asyncio.sleep(2 * SILENCE_S)  # watchdogs run late, then on time again
+            assert a.stats["watchdog_late"] >= 1
+            assert a.links[2].stats["silence_closes"] == 0
+            assert b.links[1].stats["silence_closes"] == 0
+            assert a.links[2].stats["connects"] == 1
+            await delivered(a, 2, b_handler, b"after the stall", 2.0)
         finally:
             await a.close()
             await b.close()
