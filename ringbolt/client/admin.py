@@ -155,6 +155,11 @@ class ClusterAdmin:
         result: dict[str, Any] = self.command_json(*arguments)
         return result
 
+    def split(self, shard: int, at: int | None = None) -> dict[str, Any]:
+        arguments: list[object] = ["CLUSTER", "SPLIT", shard] + ([] if at is None else [at])
+        result: dict[str, Any] = self.command_json(*arguments)
+        return result
+
     def drain_node(self, node_id: int) -> dict[str, Any]:
         result: dict[str, Any] = self.command_json("CLUSTER", "DRAINNODE", node_id)
         return result

@@ -295,3 +295,22 @@ def rebalance_command(dry_run: bool, cluster_addresses: tuple[str, ...], timeout
     result = _run_admin(lambda: _finish_moves(admin, plan, timeout_s,
                                               None if as_json else _console()))
     _report(result, as_json, f"{len(plan['moves'])} move(s) made (map version {plan['version']})")
+
+
+@cluster.command("split")
+@click.argument("shard", type=int)
+@click.option("--at", "at_hash", type=int, default=None,
+              help="Hash at which to cut (default: the middle of the shard's range).")
+@_cluster_option
+@_timeout_option
+@_json_option
+def split_command(shard: int, at_hash: int | None, cluster_addresses: tuple[str, ...],
+                  timeout_s: float, as_json: bool) -> None:
+    """Split SHARD in two, online: the keys above the cut move to a new shard
+    on the same replicas (no data crosses the network), then leaderships are
+    spread again. Clients with the old map get a retryable error and follow."""
+    admin = _admin(cluster_addresses)
+    done = _run_admin(lambda: admin.split(shard, at_hash))
+    result = _run_admin(lambda: _finish_moves(admin, {**done, "moves": []}, timeout_s, None))
+    _report(result, as_json, f"shard {shard} split at {done['at']}: new shard {done['child']} "
+                              f"(map version {done['version']})")

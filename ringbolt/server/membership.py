@@ -57,6 +57,7 @@ from ringbolt.consensus.types import ConfChange, NotLeader, ProposalDropped, Rol
 from ringbolt.kv import commands as kv
 from ringbolt.server.config import NodeConfig
 from ringbolt.server.service import Moved, ServiceError, Unavailable
+from ringbolt.server.split import Split, encode_split
 from ringbolt.shard import clustermap, mapcodec, reconcile
 from ringbolt.shard.clustermap import ClusterMap, ClusterMapError, NodeRecord, NodeState
 
@@ -164,7 +165,10 @@ class Membership:
         for group_id in sorted(wanted - set(self.node.replicas)):
             self.node.host_group(group_id)
             self.stats["replicas_created"] += 1
+        known = {s.shard_id for s in self.map.shards} if self.map is not None else set()
         for group_id in sorted(set(self.node.replicas) - wanted):
+            if group_id != META_GROUP_ID and group_id not in known:
+                continue  # born of a split the map does not show yet
             status = self.node.replicas[group_id].core.status()
             members = status.conf.voters | status.conf.learners
             removed = bool(members) and self.node_id not in members
@@ -308,6 +312,9 @@ class Membership:
             wanted = NodeState.DRAINING if sub == b"DRAINNODE" else NodeState.REMOVED
             updated = await self.update(lambda m: _set_state(m, node_id, wanted))
             return _json({"version": updated.version, "node": node_id})
+        if sub == b"SPLIT" and 1 <= len(words) <= 2:
+            return _json(await self.split(_int(words[0]),
+                                          _int(words[1]) if len(words) > 1 else None))
         if sub == b"REBALANCE" and len(words) <= 1:
             dry_run = bool(words) and words[0].upper() == "DRYRUN"
             if words and not dry_run:
@@ -335,6 +342,32 @@ class Membership:
             return {"version": current.version, "moves": moves, "dry_run": True}
         updated = await self.update(plan)
         return {"version": updated.version, "moves": moves, "dry_run": False}
+
+    async def split(self, shard_id: int, at: int | None) -> dict[str, object]:
+        """Split `shard_id` (at the middle of its range unless `at` is given):
+        the split entry in the shard's own log first (data moves on every
+        replica at the same index), then the map. Retrying after a failure is
+        safe: a repeated split of the same range is refused by the replicas."""
+        current = await self.read_map()
+        try:
+            shard = current.shard(shard_id)
+        except ClusterMapError as error:
+            raise ServiceError(str(error)) from None
+        cut = (shard.start + shard.end) // 2 if at is None else at
+        if not shard.start < cut < shard.end:
+            raise ServiceError(f"split point {cut} is not inside shard {shard_id}'s range "
+                               f"[{shard.start}, {shard.end})")
+        child = max(s.shard_id for s in current.shards) + 1
+        if child >= META_GROUP_ID:
+            raise ServiceError("no shard id left for a split")
+        done = await self.node.write_group(shard_id, encode_split(Split(
+            child=child, lo=shard.start, at=cut, hi=shard.end,
+            voters=tuple(sorted(shard.replicas)))))
+        if done is not True:
+            raise ServiceError(f"shard {shard_id} refused the split (its range changed "
+                               "meanwhile); look at CLUSTER MAP and retry")
+        updated = await self.update(lambda m: _split_in_map(m, shard_id, child, cut))
+        return {"version": updated.version, "shard": shard_id, "child": child, "at": cut}
 
     def moved(self, group_id: int) -> Moved:
         """The redirect for a request on a shard this node does not host."""
@@ -393,6 +426,13 @@ def _set_state(cluster_map: ClusterMap, node_id: int, state: NodeState) -> Clust
                                       if state is NodeState.DRAINING
                                       else clustermap.RemoveNode(node_id=node_id))
     return clustermap.apply(cluster_map, command)
+
+
+def _split_in_map(cluster_map: ClusterMap, shard_id: int, child: int, at: int) -> ClusterMap:
+    if any(s.shard_id == child for s in cluster_map.shards):
+        return cluster_map  # already there (a retried update)
+    return clustermap.apply(cluster_map, clustermap.SplitShard(
+        shard_id=shard_id, new_shard_id=child, at_hash=at))
 
 
 def _int(text: str) -> int:

@@ -55,12 +55,15 @@ from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_
 from ringbolt.consensus.messages import AppendRequest, Heartbeat, SnapshotChunk, VoteRequest
 from ringbolt.consensus.raft import Raft, RaftConfig
 from ringbolt.consensus.types import (
+    ConfState,
+    HardState,
     NotLeader,
     PersistentState,
     ProposalDropped,
     Ready,
     Role,
     Snapshot,
+    SnapshotMeta,
 )
 from ringbolt.kv.machine import Result
 from ringbolt.server import limits, membership
@@ -74,6 +77,15 @@ from ringbolt.server.service import (
     ServiceError,
     ServiceLimits,
     Unavailable,
+)
+from ringbolt.server.split import (
+    CHILD_INIT_INDEX,
+    CHILD_INIT_TERM,
+    RANGE_KEY,
+    SPLIT_PREFIX,
+    FencedStore,
+    Split,
+    decode_split,
 )
 from ringbolt.server.transport import ForwardRequest, ForwardResponse, MalformedFrame, Transport
 from ringbolt.shard import reconcile
@@ -127,6 +139,8 @@ class Node:
         self.failed = asyncio.Event()
         """Set when the node cannot go on (the WAL failed); the process must exit."""
         self._store: Any = None
+        self._fenced: Any = None
+        """The store as replicas see it: splits applied, keys fenced (split.py)."""
         self._client_server: Any = None
         self.clients: Any = None
         self._admin: Any = None
@@ -176,9 +190,10 @@ class Node:
             self._wal = WriteAheadLog.open(str(data_dir / "wal"))
             # the value limit a replica applies must be the same on every node:
             # per-node `limits.value_bytes_max` is enforced at the client door
-            self._store = StateMachineStore.open(str(data_dir / "state"),
+            self._store = store = StateMachineStore.open(str(data_dir / "state"),
                                                  value_bytes_max=project.value_bytes_ceiling)
             recovered = self._wal.recovered()
+            self._fenced = FencedStore(store, self._start_split_child, self._child_exists)
         except (StorageError, OSError) as error:
             if self._wal is not None:
                 self._wal.close()
@@ -213,7 +228,48 @@ class Node:
                                unsafe=self.config.unsafe),
                     random.Random(self.rng.random()),
                     self._restored(state, group_id))
-        return Replica(group_id, core, self._wal, self._store, clock=time.monotonic)
+        return Replica(group_id, core, self._wal, self._fenced, clock=time.monotonic)
+
+    # -- splits (split.py) -------------------------------------------------------------
+
+    def _child_exists(self, child_storage_id: int) -> bool:
+        child = child_storage_id - 1
+        return (child in self.replicas or child in self._retired
+                or self._store.applied_index(child_storage_id) > 0)
+
+    def _start_split_child(self, parent_storage_id: int, split: Split, index: int) -> None:
+        """The parent applied a split here: start the child group from the
+        snapshot this node just built (identical on every replica)."""
+        child_id = split.child
+        conf = ConfState(voters=frozenset(split.voters))
+        meta = SnapshotMeta(index=CHILD_INIT_INDEX, term=CHILD_INIT_TERM, conf=conf)
+        hard = HardState(term=CHILD_INIT_TERM, commit=CHILD_INIT_INDEX)
+        self._wal.append(storage_id(child_id), hard_state=hard, snapshot_meta=meta)
+        state = PersistentState(hard_state=hard, entries=[], snapshot=Snapshot(
+            meta=meta, data=self._store.snapshot_bytes(storage_id(child_id))))
+        core = Raft(RaftConfig(node_id=self.node_id, voters=conf.voters,
+                               election_timeout_ticks=self.config.election_timeout_ticks,
+                               heartbeat_ticks=self.config.heartbeat_ticks,
+                               unsafe=self.config.unsafe),
+                    random.Random(self.rng.random()), state)
+        self.replicas[child_id] = Replica(child_id, core, self._wal, self._fenced,
+                                          clock=time.monotonic)
+        log.info("node %d: shard %d split at index %d: shard %d starts on nodes %s",
+                 self.node_id, parent_storage_id - 1, index, child_id, list(split.voters))
+        self._work.set()
+
+    def _refuse_bad_split(self, replica: Replica, command: bytes) -> ServiceError | None:
+        """A split proposed on the leader must name exactly the group's voters
+        (no move in progress), so the child starts on the right nodes."""
+        split = decode_split(command)
+        if split is None:
+            return None if not command.startswith(SPLIT_PREFIX) else ServiceError(
+                "malformed split")
+        conf = replica.core.status().conf
+        if conf.learners or frozenset(split.voters) != conf.voters:
+            return Unavailable(f"shard {replica.group_id} is changing membership; split "
+                               "not executed, retry")
+        return None
 
     # -- hosting (driven by `Membership`) -------------------------------------------
 
@@ -499,6 +555,8 @@ class Node:
         ring = self.ring
         if ring is None:
             raise Unavailable(f"node {self.node_id} has not joined a cluster yet; retry")
+        if RANGE_KEY in keys:
+            raise ServiceError("this key is reserved")
         group_id = ring.shard_for_key(keys[0])
         for key in keys[1:]:
             if ring.shard_for_key(key) != group_id:
@@ -518,6 +576,9 @@ class Node:
             return self._forward_elsewhere(group_id, command)
         leader = replica.leader
         if replica.role is Role.LEADER:
+            refused = self._refuse_bad_split(replica, command)
+            if refused is not None:
+                return _failed(refused)
             try:
                 future = replica.propose(command)
             except NotLeader as error:
@@ -609,9 +670,32 @@ class Node:
         if self._stopping:
             return _failed(Unavailable("the node is shutting down; retry"))
         self.stats["reads"] += 1
-        future = replica.read(key)
+        future = self._fenced_read(replica, key)
         self._work.set()
         return future
+
+    def _fenced_read(self, replica: Replica, key: bytes) -> asyncio.Future[ReadValue]:
+        """A linearizable read that fails (retry) if, by the time it is served,
+        a split has moved the key out of the group."""
+        read = replica.read(key)
+        result: asyncio.Future[ReadValue] = asyncio.get_running_loop().create_future()
+        storage = replica.storage_id
+
+        def check(done: asyncio.Future[ReadValue]) -> None:
+            if result.done():
+                return
+            if done.cancelled():
+                result.cancel()
+            elif done.exception() is not None:
+                fail_quietly(result, done.exception())  # type: ignore[arg-type]
+            elif not self._fenced.in_range(storage, key):
+                fail_quietly(result, Unavailable(
+                    f"the key moved out of shard {replica.group_id} (split); retry"))
+            else:
+                result.set_result(done.result())
+
+        read.add_done_callback(check)
+        return result
 
     async def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """Local (stale) scan over every shard. The store's cursors are byte
@@ -630,6 +714,7 @@ class Node:
         if position >= len(group_ids):
             return 0, []
         next_inner, keys = self._store.scan(storage_id(group_ids[position]), inner, count)
+        keys = [k for k in keys if k != RANGE_KEY]
         if not next_inner:
             position, next_inner = position + 1, b""
             if position == len(group_ids):
@@ -641,7 +726,8 @@ class Node:
         return cursor_id, keys
 
     async def dbsize(self) -> int:
-        return sum(self._store.count(storage_id(g)) for g in self.group_ids)
+        return sum(self._store.count(storage_id(g))
+                   - (self._fenced.range_of(storage_id(g)) is not None) for g in self.group_ids)
 
     def info(self) -> dict[str, dict[str, object]]:
         leaders = sum(1 for r in self.replicas.values() if r.role is Role.LEADER)
@@ -741,7 +827,7 @@ class Node:
     def on_forward_request(self, sender: int, request: ForwardRequest) -> None:
         replica = self.replicas.get(request.group_id)
         if replica is not None and request.command.startswith(READ_MARKER) and not self._stopping:
-            read = replica.read(request.command[len(READ_MARKER):])
+            read = self._fenced_read(replica, request.command[len(READ_MARKER):])
             self.forwarder.answer_when_done(sender, request.request_id, _as_result(read))
             self._work.set()
             return
@@ -761,6 +847,10 @@ class Node:
             self.forwarder.answer_error(sender, request.request_id, Unavailable(
                 f"node {self.node_id} does not lead shard {request.group_id}; "
                 "the command was not executed, retry"))
+            return
+        refused = self._refuse_bad_split(replica, request.command)
+        if refused is not None:
+            self.forwarder.answer_error(sender, request.request_id, refused)
             return
         try:
             future = replica.propose(request.command)

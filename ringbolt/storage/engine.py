@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, cast
 
 import lmdb
@@ -400,6 +400,62 @@ class StateMachineStore:
         assert stored == stream.count
         self._set_count(txn, prefix, stored)
         self._set_applied(txn, prefix, stream.index, stream.term)
+
+    # -- splitting a group ----------------------------------------------------
+
+    def split_off(self, parent: int, child: int, belongs_to_child: Callable[[bytes], bool],
+                  *, parent_applied: tuple[int, int], child_applied: tuple[int, int],
+                  records: dict[int, list[tuple[bytes, bytes]]], keep_child: bool = False) -> int:
+        """Move every key of `parent` for which `belongs_to_child(key)` holds
+        into the (emptied) keyspace of `child`, in ONE write transaction that
+        also sets both groups' applied (index, term) and writes `records`
+        (group -> [(key, value)] without expiry, e.g. each group's key range).
+        Returns the number of keys moved. Idempotent after a crash: the parent
+        replays the entry and the child keyspace is rebuilt from scratch. With
+        `keep_child` (this node already has the child's state from elsewhere)
+        the keys are only dropped from the parent; the child is not touched."""
+        parent_prefix, child_prefix = keyspace.group_prefix(parent), keyspace.group_prefix(child)
+        moved = 0
+        try:
+            with self._env.begin(write=True) as txn:
+                with txn.cursor(db=self._data) as cursor:
+                    found = not keep_child and cursor.set_range(child_prefix)
+                    while found and cast(bytes, cursor.key()).startswith(child_prefix):
+                        found = cursor.delete()
+                    found = cursor.set_range(parent_prefix)
+                    while found:
+                        stored_key = cast(bytes, cursor.key())
+                        if not stored_key.startswith(parent_prefix):
+                            break
+                        stored = cast(bytes, cursor.value())
+                        if belongs_to_child(keyspace.user_key(stored_key, stored)):
+                            if not keep_child:
+                                txn.put(child_prefix + stored_key[len(parent_prefix):], stored,
+                                        db=self._data)
+                            found = cursor.delete()
+                            moved += 1
+                        else:
+                            found = cursor.next()
+                count = self._count(txn, parent_prefix) - moved
+                child_count = moved
+                for group, pairs in records.items():
+                    prefix = keyspace.group_prefix(group)
+                    for key, value in pairs:
+                        stored_key = keyspace.stored_key(prefix, key)
+                        fresh = txn.get(stored_key, db=self._data) is None
+                        txn.put(stored_key, keyspace.stored_value(key, value, 0), db=self._data)
+                        if fresh and group == parent:
+                            count += 1
+                        elif fresh and group == child:
+                            child_count += 1
+                self._set_count(txn, parent_prefix, count)
+                self._set_applied(txn, parent_prefix, *parent_applied)
+                if not keep_child:
+                    self._set_count(txn, child_prefix, child_count)
+                    self._set_applied(txn, child_prefix, *child_applied)
+        except lmdb.Error as error:
+            raise self._write_error(error) from error
+        return moved
 
     # -- lifecycle ------------------------------------------------------------
 

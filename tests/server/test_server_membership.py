@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from server_workload import Workload, dump_logs
 
 from ringbolt.check.linearizability import check_history
 from ringbolt.client.admin import ClusterAdmin
+from ringbolt.client.client import Client
 from ringbolt.server.process import LocalCluster, find_base_port
 
 SHARDS = 24
@@ -124,3 +126,74 @@ def test_rebalance_dry_run_changes_nothing_and_a_joiner_serves_every_key(
                         break
                     time.sleep(0.05)
                 assert value == f"value{i}".encode(), (address, i)
+
+
+def test_split_under_load_loses_nothing_and_clients_follow(tmp_path: Path) -> None:
+    cluster = LocalCluster(3, tmp_path, find_base_port(3, start=24000), shards=2)
+    with cluster:
+        cluster.start()
+        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
+        admin = ClusterAdmin(addresses)
+        admin.wait_converged(60.0)
+        workload = Workload(cluster.client_ports(), seed=7, keys=16)
+        splits: list[str] = []
+
+        async def changes() -> None:
+            await asyncio.sleep(2.0)
+            for shard in (0, 1, 0):
+                done = await asyncio.to_thread(cli, "split", str(shard), "--cluster",
+                                               addresses[shard % 3], "--json")
+                assert done.returncode == 0, done.stderr
+                splits.append(done.stdout)
+                await asyncio.sleep(1.5)
+            workload.stop()
+
+        smart_errors: list[str] = []
+        smart_written: dict[str, str] = {}
+
+        def smart_client() -> None:
+            """The Python client: retries what was not executed, follows the map."""
+            client = Client(addresses)
+            try:
+                for i in itertools.count():
+                    if workload.stopped:
+                        break
+                    key, value = f"smart:{i % 300}", f"v{i}"
+                    try:
+                        client.set(key, value)
+                        smart_written[key] = value
+                        assert client.get(key) == value.encode()
+                    except Exception as error:  # noqa: BLE001 - counted and asserted
+                        smart_errors.append(repr(error))
+            finally:
+                client.close()
+
+        async def scenario() -> None:
+            await asyncio.gather(workload.run(clients=6, duration_s=120.0), changes(),
+                                 asyncio.to_thread(smart_client))
+
+        try:
+            asyncio.run(scenario())
+            missing = asyncio.run(workload.missing_ledger_keys(cluster.client_ports()[2]))
+            states = admin.wait_converged(30.0)
+        except Exception:
+            print(dump_logs(cluster))
+            raise
+        print(f"ops: {workload.counts}; splits: {splits}")
+        cluster_map = admin.cluster_map()
+        assert sorted(s["id"] for s in cluster_map["shards"]) == [0, 1, 2, 3, 4]
+        assert len(states) == 5 and all(s.leader is not None for s in states)
+        assert workload.counts["ok"] > 200 and len(workload.ledger) > 20
+        assert workload.counts["info"] == 0  # every failure was a definite "not executed"
+        assert missing == [], f"acknowledged writes lost: {missing[:10]}"
+        assert smart_errors == [], smart_errors[:5]
+        assert len(smart_written) == 300
+        # every key lives in exactly one shard: no copy was left behind in a parent
+        written = {op["key"] for op in workload.history if op["type"] == "ok"
+                   and op["f"] == "write"} | set(smart_written)
+        for address in addresses:
+            assert int(admin.call("DBSIZE", address=address)) == len(written)
+        result = check_history(workload.history, time_limit_s=60.0)
+        if not result.valid:
+            workload.history.to_jsonl(tmp_path / "history.jsonl")
+        assert result.valid, (tmp_path / "history.jsonl", result.violations[:3])
