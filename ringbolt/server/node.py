@@ -50,6 +50,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgpack
+
 from ringbolt import limits as project
 from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_message
 from ringbolt.consensus.messages import AppendRequest, Heartbeat, SnapshotChunk, VoteRequest
@@ -698,36 +700,66 @@ class Node:
         return result
 
     async def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
-        """Local (stale) scan over every shard. The store's cursors are byte
-        strings; clients get small integers naming (shard, store cursor) in a
-        bounded table (an evicted or unknown cursor restarts nothing: it is
-        an error)."""
+        """SCAN over every shard of the map, in shard id order (a split's new
+        shard has the highest id, so keys it takes over mid-scan are still
+        seen). Each shard is read from a replica's local store -- this node's,
+        or a holder's -- so, as in Redis, a scan is not a snapshot. Clients get
+        small integers naming (shard, store cursor) in a bounded table."""
         if cursor == 0:
-            position, inner = 0, b""
+            shard_id, inner = -1, b""
         else:
             found = self._scan_cursors.pop(cursor, None)
             if found is None:
                 raise ServiceError("invalid cursor")
-            position, inner = found
+            shard_id, inner = found
         count = max(1, min(count, 10_000))
-        group_ids = self.group_ids
-        if position >= len(group_ids):
+        cluster_map = self.membership.map
+        shard_ids = sorted(s.shard_id for s in cluster_map.shards) if cluster_map else []
+        pending = [g for g in shard_ids if g >= shard_id] if inner else [
+            g for g in shard_ids if g > shard_id]
+        if not pending:
             return 0, []
-        next_inner, keys = self._store.scan(storage_id(group_ids[position]), inner, count)
+        current = pending[0]
+        next_inner, keys = await self._scan_shard(current, inner, count)
         keys = [k for k in keys if k != RANGE_KEY]
-        if not next_inner:
-            position, next_inner = position + 1, b""
-            if position == len(group_ids):
-                return 0, keys
+        if not next_inner and current == shard_ids[-1]:
+            return 0, keys
         cursor_id = next(self._scan_ids)
-        self._scan_cursors[cursor_id] = (position, next_inner)
+        self._scan_cursors[cursor_id] = (current, next_inner)
         while len(self._scan_cursors) > limits.scan_cursors_max:
             self._scan_cursors.pop(next(iter(self._scan_cursors)))
         return cursor_id, keys
 
+    async def _scan_shard(self, shard_id: int, inner: bytes,
+                          count: int) -> tuple[bytes, list[bytes]]:
+        if shard_id in self.replicas:
+            result: tuple[bytes, list[bytes]] = self._store.scan(storage_id(shard_id), inner, count)
+            return result
+        answer = await self._forward_elsewhere(shard_id, SCAN_MARKER + msgpack.packb([inner, count]))
+        if not (isinstance(answer, list) and len(answer) == 2 and isinstance(answer[0], bytes)):
+            raise Unavailable(f"unexpected scan answer for shard {shard_id}; retry")
+        return answer[0], [k for k in answer[1] if isinstance(k, bytes)]
+
     async def dbsize(self) -> int:
-        return sum(self._store.count(storage_id(g))
-                   - (self._fenced.range_of(storage_id(g)) is not None) for g in self.group_ids)
+        """Keys of every shard of the map (each counted at one replica, local if possible)."""
+        cluster_map = self.membership.map
+        if cluster_map is None:
+            return 0
+        counts = [self._count_shard(s.shard_id) for s in cluster_map.shards]
+        return sum(await asyncio.gather(*counts))
+
+    async def _count_shard(self, shard_id: int) -> int:
+        if shard_id in self.replicas:
+            return self._local_count(shard_id)
+        answer = await self._forward_elsewhere(shard_id, COUNT_MARKER)
+        if not isinstance(answer, int):
+            raise Unavailable(f"unexpected count answer for shard {shard_id}; retry")
+        return answer
+
+    def _local_count(self, shard_id: int) -> int:
+        sid = storage_id(shard_id)
+        count: int = self._store.count(sid) - (self._fenced.range_of(sid) is not None)
+        return count
 
     def info(self) -> dict[str, dict[str, object]]:
         leaders = sum(1 for r in self.replicas.values() if r.role is Role.LEADER)
@@ -826,6 +858,9 @@ class Node:
 
     def on_forward_request(self, sender: int, request: ForwardRequest) -> None:
         replica = self.replicas.get(request.group_id)
+        if replica is not None and request.command.startswith(b"\x00") and self._answer_local(
+                sender, request, replica):
+            return
         if replica is not None and request.command.startswith(READ_MARKER) and not self._stopping:
             read = self._fenced_read(replica, request.command[len(READ_MARKER):])
             self.forwarder.answer_when_done(sender, request.request_id, _as_result(read))
@@ -864,6 +899,26 @@ class Node:
             return
         self.forwarder.answer_when_done(sender, request.request_id, future)
         self._work.set()
+
+    def _answer_local(self, sender: int, request: ForwardRequest, replica: Replica) -> bool:
+        """Answer a forwarded COUNT or SCAN of one shard from the local store."""
+        command = request.command
+        if command == COUNT_MARKER:
+            answer: Result = self._local_count(replica.group_id)
+        elif command.startswith(SCAN_MARKER):
+            try:
+                inner, count = msgpack.unpackb(command[len(SCAN_MARKER):])
+                next_inner, keys = self._store.scan(replica.storage_id, bytes(inner),
+                                                    max(1, min(int(count), 10_000)))
+            except (ValueError, TypeError, msgpack.UnpackException):
+                raise MalformedFrame("malformed forwarded scan") from None
+            answer = [next_inner, keys]
+        else:
+            return False
+        done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        done.set_result(answer)
+        self.forwarder.answer_when_done(sender, request.request_id, done)
+        return True
 
     def on_forward_response(self, sender: int, response: ForwardResponse) -> None:
         self.forwarder.on_response(sender, response)
@@ -920,6 +975,8 @@ class Node:
                 "transport": self.transport.statistics()}
 
 
+COUNT_MARKER = b"\x00count"
+SCAN_MARKER = b"\x00scan:"
 READ_MARKER = b"\x00read:"
 """Prefix of a forwarded linearizable read (never the start of a KV command,
 which is a msgpack array)."""

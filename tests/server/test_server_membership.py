@@ -81,6 +81,23 @@ def test_add_two_nodes_then_remove_one_under_load(tmp_path: Path) -> None:
             leads[state.leader] += 1
         assert max(leads.values()) - min(leads.values()) <= 2, leads  # each within ±1 of mean
 
+        # DBSIZE and SCAN cover every shard, whichever node is asked
+        written = {op["key"] for op in workload.history if op["type"] == "ok"
+                   and op["f"] == "write"}
+        maybe = {op["key"] for op in workload.history if op["type"] == "info"}
+        for port in cluster.client_ports()[1:]:
+            address = f"127.0.0.1:{port}"
+            size = int(admin.call("DBSIZE", address=address))
+            assert len(written) <= size <= len(written | maybe), (address, size)
+            scanned: set[str] = set()
+            cursor = 0
+            for _ in range(10_000):
+                cursor, keys = admin.call("SCAN", cursor, "COUNT", 100, address=address)
+                scanned |= {k.decode() for k in keys}
+                if int(cursor) == 0:
+                    break
+            assert written <= scanned <= written | maybe, address
+
         result = check_history(workload.history, time_limit_s=60.0)
         if not result.valid:
             workload.history.to_jsonl(tmp_path / "history.jsonl")
