@@ -50,9 +50,11 @@ def cluster() -> None:
               default=Path("ringbolt-data"), show_default=True)
 @click.option("--base-port", default=7379, show_default=True, type=click.IntRange(1024, 65000))
 @click.option("--shards", default=1, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--replicas", default=3, show_default=True, type=click.IntRange(1, 7),
+              help="Replicas per shard (capped by --nodes).")
 @click.option("--fsync/--no-fsync", default=True, show_default=True)
 @click.option("--requirepass", default=None, help="Password clients must AUTH with.")
-def up(nodes: int, data_dir: Path, base_port: int, shards: int, fsync: bool,
+def up(nodes: int, data_dir: Path, base_port: int, shards: int, replicas: int, fsync: bool,
        requirepass: str | None) -> None:
     """Start a local cluster of NODES processes in the foreground (Ctrl-C stops it)."""
     console = _console()
@@ -61,7 +63,8 @@ def up(nodes: int, data_dir: Path, base_port: int, shards: int, fsync: bool,
             f"ports in use: the layout for base port {base_port} needs RESP "
             f"{base_port}..{base_port + nodes - 1}, peer {base_port + 100}.., admin "
             f"{base_port + ADMIN_PORT_OFFSET}..; pick another --base-port")
-    local = LocalCluster(nodes, data_dir, base_port, shards, fsync=fsync, requirepass=requirepass)
+    local = LocalCluster(nodes, data_dir, base_port, shards, fsync=fsync, requirepass=requirepass,
+                         replicas=replicas)
     stopping = False
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -141,11 +144,38 @@ def status(addresses: tuple[str, ...], base_port: int, nodes: int, as_json: bool
     if as_json:
         click.echo(json.dumps(statuses, indent=2, sort_keys=True))
     elif statuses:
-        _console().print(_status_table(statuses))
+        console = _console()
+        shards = _shards_table(statuses)
+        if shards is not None:
+            console.print(shards)
+        console.print(_status_table(statuses))
     for line in errors:
         click.echo(line, err=True)
     if errors:
         sys.exit(1)
+
+
+def _shards_table(statuses: dict[str, dict[str, Any]]) -> Table | None:
+    """One row per shard of the newest map: range, replicas, leader, keys."""
+    maps = [s["map"] for s in statuses.values() if s.get("map")]
+    if not maps:
+        return None
+    newest = max(maps, key=lambda m: m["version"])
+    leaders: dict[int, int] = {}
+    keys: dict[int, int] = {}
+    for node_status in statuses.values():
+        for group in node_status["groups"]:
+            if group["role"] == "leader":
+                leaders[group["group"]] = node_status["node_id"]
+                keys[group["group"]] = group.get("keys", 0)
+    table = Table(title=f"shards (map version {newest['version']})")
+    for column in ("shard", "range", "replicas", "leader", "keys"):
+        table.add_column(column, justify="right" if column in ("shard", "keys") else "left")
+    for shard in sorted(newest["shards"], key=lambda s: s["start"]):
+        table.add_row(str(shard["id"]), f"{shard['start']:016x}-{shard['end'] - 1:016x}",
+                      ",".join(str(n) for n in shard["replicas"]),
+                      str(leaders.get(shard["id"], "-")), str(keys.get(shard["id"], "-")))
+    return table
 
 
 def _status_table(statuses: dict[str, dict[str, Any]]) -> Table:

@@ -943,13 +943,19 @@ class Node:
                 "shards": len(self.group_ids), "groups": groups, "peers": peers,
                 "map_version": cluster_map.version if cluster_map is not None else 0,
                 "meta": None if meta is None else self._group_status(META_GROUP_ID, meta),
-                "membership": dict(self.membership.stats)}
+                "membership": dict(self.membership.stats),
+                "map": None if cluster_map is None else {
+                    "version": cluster_map.version,
+                    "shards": [{"id": s.shard_id, "start": s.start, "end": s.end,
+                                "replicas": list(s.replicas)} for s in cluster_map.shards],
+                    "nodes": {str(n.node_id): n.state.name.lower() for n in cluster_map.nodes}}}
 
     def _group_status(self, group_id: int, replica: Replica) -> dict[str, object]:
         status = replica.status()
         return {"group": group_id, "role": status.role.name.lower(), "term": status.term,
                 "leader": status.leader, "commit": status.commit, "applied": replica.applied,
                 "last_index": status.last_index, "voters": sorted(status.conf.voters),
+                "keys": self._local_count(group_id) if group_id != META_GROUP_ID else 0,
                 "learners": sorted(status.conf.learners),
                 "followers": self._follower_lag(replica)}
 

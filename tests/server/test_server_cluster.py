@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import random
 import shutil
 import signal
@@ -98,6 +99,13 @@ def test_admin_status_metrics_and_cluster_status(cluster: LocalCluster) -> None:
                             base, "--nodes", "3"], capture_output=True, text=True, timeout=30)
     assert table.returncode == 0, table.stderr
     assert "leader" in table.stdout
+    shard_rows = [line for line in table.stdout.splitlines()
+                  if "0000000000000000-7fffffffffffffff" in line
+                  or "8000000000000000-ffffffffffffffff" in line]
+    assert len(shard_rows) == 2, table.stdout  # the two shards' ranges
+    for row in shard_rows:  # three replicas, a leader among them
+        replicas = re.search(r"\b([123]),([123]),([123])\b", row)
+        assert replicas is not None and len(set(replicas.groups())) == 3, row
 
 
 def test_cluster_status_reports_an_unreachable_node(cluster: LocalCluster) -> None:
