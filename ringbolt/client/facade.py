@@ -4,7 +4,7 @@
         system.add_data("user:1", "Ada")
         system.get_data("user:1")                # -> "Ada"
         system.remove_data("user:1")             # -> True
-        system.balance_load()                    # -> the leadership moves made
+        system.balance_load()                    # -> the replica and leadership moves made
 
     DistributedSystem(["10.0.0.1:7379", ...])    # or connect to a running cluster
 
@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
+from ringbolt.client.admin import AdminError, ClusterAdmin
 from ringbolt.client.client import Client
-from ringbolt.shard.leaders import plan_leader_moves
 
 
 class DistributedSystem:
@@ -48,6 +45,8 @@ class DistributedSystem:
                 for group in range(shards):
                     self._cluster.wait_for_leader(group, 30.0)
                 nodes = [f"127.0.0.1:{port}" for port in self._cluster.client_ports()]
+            self._addresses = list(nodes)
+            self._password = password
             self.client = Client(nodes, password=password, decode_responses=False)
             self._stack.callback(self.client.close)
         except BaseException:
@@ -75,37 +74,20 @@ class DistributedSystem:
         """Delete `key`; True if it existed."""
         return self.client.delete(key) == 1
 
-    def balance_load(self, timeout_s: float = 15.0) -> list[dict[str, Any]]:
-        """Spread shard leadership evenly over the nodes (leadership transfer);
-        returns the moves that took effect, as {"shard", "from", "to"}. A
-        transfer that does not complete (the target lagged, a leader changed)
-        is planned again from a fresh layout, until `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        made: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            layout = self.client.refresh_layout()
-            if layout is None:
-                raise RuntimeError("no node answered CLUSTER DESCRIBE")
-            members = {group: list(layout.addresses) for group in layout.leaders}
-            moves = plan_leader_moves(layout.leaders, members, sorted(layout.addresses))
-            if not moves:
-                break
-            for move in moves:
-                with contextlib.suppress(RedisError):  # lost the lead meanwhile: re-plan
-                    self.client.execute_on(layout.addresses[move.source], "CLUSTER",
-                                           "TRANSFER", move.shard, move.target)
-            round_deadline = min(deadline, time.monotonic() + 2.0)
-            while time.monotonic() < round_deadline:
-                time.sleep(0.05)
-                current = self.client.refresh_layout()
-                if current is not None and all(
-                        current.leaders.get(m.shard) == m.target for m in moves):
-                    break
-            current = self.client.refresh_layout()
-            leaders = current.leaders if current is not None else {}
-            made += [{"shard": m.shard, "from": m.source, "to": m.target}
-                     for m in moves if leaders.get(m.shard) == m.target]
-        return made
+    def balance_load(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Rebalance: move replicas to the placement the nodes call for (bounded
+        loads, distinct DCs; online, see `ringbolt cluster rebalance`), wait for
+        the moves, then spread shard leaderships evenly. Returns the moves
+        made, as {"kind": "replica" | "leader", "shard", "from", "to"}."""
+        admin = ClusterAdmin(self._addresses, password=self._password)
+        try:
+            plan = admin.rebalance()
+            admin.wait_converged(timeout_s)
+            leader_moves = admin.balance_leaders(min(timeout_s, 30.0))
+        except AdminError as error:
+            raise RuntimeError(f"rebalance failed: {error}") from None
+        return ([{"kind": "replica", **move} for move in plan["moves"]]
+                + [{"kind": "leader", **move} for move in leader_moves])
 
     def close(self) -> None:
         self._stack.close()
