@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.exceptions import RedisError
 
 from ringbolt.client.policy import Action, classify
@@ -55,8 +57,10 @@ class ClusterAdmin:
 
     def _connect(self, address: str) -> redis.Redis:
         host, _, port = address.rpartition(":")
+        # no hidden retries: an unreachable node must cost one refused dial
         return redis.Redis(host=host, port=int(port), password=self.password,
-                           socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s)
+                           socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
+                           retry=Retry(NoBackoff(), 0))
 
     def call(self, *arguments: object, address: str | None = None) -> Any:
         """Run a command on `address`, or on the first node that answers

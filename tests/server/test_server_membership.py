@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -217,3 +219,29 @@ def test_split_under_load_loses_nothing_and_clients_follow(tmp_path: Path) -> No
         if not result.valid:
             workload.history.to_jsonl(tmp_path / "history.jsonl")
         assert result.valid, (tmp_path / "history.jsonl", result.violations[:3])
+
+
+def test_a_node_down_for_good_is_replaced(tmp_path: Path) -> None:
+    cluster = LocalCluster(3, tmp_path, find_base_port(5, start=25000), shards=6)
+    with cluster:
+        cluster.start()
+        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
+        admin = ClusterAdmin(addresses)
+        admin.wait_converged(60.0)
+        for i in range(100):
+            admin.call("SET", f"key{i}", f"value{i}")
+        cluster.kill(2, signal.SIGKILL)  # gone for good, disk and all
+        survivors = [addresses[0], addresses[2]]
+        node = cluster.add_node()  # its replacement
+        joiner = f"127.0.0.1:{cluster.client_port(node)}"
+        done = cli("add-node", joiner, "--no-rebalance", "--cluster", survivors[0], "--json")
+        assert done.returncode == 0, done.stderr
+        done = cli("remove-node", "2", "--cluster", survivors[0], "--json")
+        assert done.returncode == 0, done.stderr
+        moves = json.loads(done.stdout)["moves"]
+        assert moves and all(m["from"] == 2 and m["to"] == node for m in moves)
+        states = ClusterAdmin(survivors).wait_converged(30.0)
+        assert all(set(s.replicas) == {1, 3, node} for s in states)
+        for i in range(100):
+            for address in [*survivors, joiner]:
+                assert admin.call("GET", f"key{i}", address=address) == f"value{i}".encode()
