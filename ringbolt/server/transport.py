@@ -45,7 +45,8 @@ If the watchdog itself ran late (our own event loop stalled, or the process
 was stopped), silence is counted again from that moment: unread bytes may be
 waiting, and peers that gave up on us need time to re-dial. Re-dial backoff is
 capped at a quarter of `silence_max_s` (a failed dial is one cheap syscall),
-so a healed path carries frames again within about that long.
+so a healed path carries frames again within about that long; and a link
+that is down dials at once when bytes from its peer arrive (the path works).
 
 Membership: `set_peer` adds a peer or moves it to a new address (a fresh link
 dials it); `remove_peer` closes its links, drops its queue and reports it lost.
@@ -158,6 +159,8 @@ class PeerLink:
         self.requests: list[list[object]] = []
         self.responses: list[list[object]] = []
         self.closed: asyncio.Event = asyncio.Event()
+        self.reachable: asyncio.Event = asyncio.Event()
+        """Set when the peer reached us while we were not connected: dial it now."""
         self.task: asyncio.Task[None] | None = None
         self.connected_at = 0.0
         """Loop time of the current connection (a new link gets a full silence bound)."""
@@ -238,7 +241,10 @@ class PeerLink:
                 if loop.time() - self.connected_at > self.owner.silence_max_s:
                     backoff = limits.reconnect_backoff_initial_s  # it was up: dial at once
                 # else a peer that closes at once (refusing our HELLO) is not hammered
-            await asyncio.sleep(backoff * (0.5 + self.owner.rng.random() / 2))
+            self.reachable.clear()
+            with contextlib.suppress(TimeoutError):  # woken early when the peer reaches us
+                await asyncio.wait_for(self.reachable.wait(),
+                                       backoff * (0.5 + self.owner.rng.random() / 2))
             backoff = min(backoff * 2, backoff_max_s)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -324,7 +330,7 @@ class _InboundProtocol(asyncio.Protocol):
         self.buffer += data
         self.received_at = asyncio.get_running_loop().time()
         if self.peer_id is not None:
-            self.owner.heard_at[self.peer_id] = self.received_at
+            self.owner.heard(self.peer_id, self.received_at)
         try:
             self._drain()
         except MalformedFrame as error:
@@ -359,7 +365,7 @@ class _InboundProtocol(asyncio.Protocol):
         if body[0] not in self.owner.peers:
             raise MalformedFrame(f"HELLO from unknown node id {body[0]!r}")
         self.peer_id = int(body[0])
-        self.owner.heard_at[self.peer_id] = self.received_at
+        self.owner.heard(self.peer_id, self.received_at)
 
     def _batch(self, sender: int, body: Any) -> None:
         if not isinstance(body, list) or len(body) != 3:
@@ -482,6 +488,15 @@ class Transport:
         log.info("peer %d removed", node_id)
 
     # -- liveness ------------------------------------------------------------------
+
+    def heard(self, peer_id: int, now: float) -> None:
+        """Bytes from `peer_id` arrived: the path from it works, so if our link to it
+        is down, dial now rather than after the backoff (after a heal the peer's
+        dial often lands first; our reads and acks to it should not wait)."""
+        self.heard_at[peer_id] = now
+        link = self.links.get(peer_id)
+        if link is not None and link.transport is None:
+            link.reachable.set()
 
     async def _watch(self) -> None:
         """Every quarter silence bound: keep-alives, then close silent connections."""

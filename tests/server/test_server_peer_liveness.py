@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 
+import pytest
+
+from ringbolt.server import limits
 from ringbolt.server.config import Address
 from ringbolt.server.transport import ForwardRequest, ForwardResponse, Transport
 
@@ -222,6 +226,32 @@ def test_a_stalled_event_loop_is_not_taken_for_a_cut() -> None:
             await b.close()
             await to_b.close()
             await to_a.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_down_link_dials_at_once_when_its_peer_reaches_us(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "reconnect_backoff_initial_s", 5.0)  # sleeps 2.5-5 s
+
+    async def scenario() -> None:
+        a_handler, b_handler = Recorder(), Recorder()
+        a = Transport(1, {}, a_handler, random.Random(1), silence_max_s=40.0)
+        await a.start(LOOPBACK_ANY_PORT)
+        with socket.socket() as probe:  # a port nobody listens on (yet)
+            probe.bind(("127.0.0.1", 0))
+            b_address = Address("127.0.0.1", int(probe.getsockname()[1]))
+        b = Transport(2, {1: listening(a)}, b_handler, random.Random(2), silence_max_s=40.0)
+        try:
+            a.set_peer(2, b_address)
+            await asyncio.sleep(0.2)  # a's first dial was refused: it backs off >= 2.5 s
+            assert not a.connected(2)
+            await b.start(b_address)  # b listens there now, and dials a
+            await wait_for(lambda: a.connected(2), timeout_s=1.5)  # well before the backoff
+            await delivered(a, 2, b_handler, b"woken", 1.0)
+        finally:
+            await a.close()
+            await b.close()
 
     asyncio.run(scenario())
 
