@@ -363,9 +363,10 @@ class Membership:
         done = await self.node.write_group(shard_id, encode_split(Split(
             child=child, lo=shard.start, at=cut, hi=shard.end,
             voters=tuple(sorted(shard.replicas)))))
-        if done is not True:
+        if done is False or done is True or not isinstance(done, int):
             raise ServiceError(f"shard {shard_id} refused the split (its range changed "
                                "meanwhile); look at CLUSTER MAP and retry")
+        child = done  # a repeat of a split that happened names the child it made
         updated = await self.update(lambda m: _split_in_map(m, shard_id, child, cut))
         return {"version": updated.version, "shard": shard_id, "child": child, "at": cut}
 

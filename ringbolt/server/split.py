@@ -81,15 +81,23 @@ def decode_split(data: bytes) -> Split | None:
         return None
 
 
-def encode_range(lo: int, hi: int) -> bytes:
-    return msgpack.packb([lo, hi - 1])
+def encode_range(lo: int, hi: int, last_split: tuple[int, int, int] | None = None) -> bytes:
+    """[lo, hi) and, for a parent, its latest split (old hi, cut, child id)."""
+    extra = [] if last_split is None else [last_split[0] - 1, *last_split[1:]]
+    return msgpack.packb([lo, hi - 1, *extra])
+
+
+def decode_range_record(data: bytes) -> tuple[tuple[int, int], tuple[int, int, int] | None]:
+    fields = msgpack.unpackb(data)
+    bounds = (int(fields[0]), int(fields[1]) + 1)
+    last = None if len(fields) < 5 else (int(fields[2]) + 1, int(fields[3]), int(fields[4]))
+    return bounds, last
 
 
 def decode_range(data: bytes) -> tuple[int, int] | None:
     try:
-        lo, last = msgpack.unpackb(data)
-        return int(lo), int(last) + 1
-    except (ValueError, TypeError, msgpack.UnpackException):
+        return decode_range_record(data)[0]
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException):
         return None
 
 
@@ -179,18 +187,26 @@ class FencedStore:
         return results
 
     def _split(self, group_id: int, split: Split, entry: Entry) -> Result:
+        """The child's id (also for a repeat of the split that already
+        happened, so a retried request can finish), or False (refused)."""
         current = self.range_of(group_id)
         if current is not None and current != (split.lo, split.hi):
             self.store.apply(group_id, [Entry(term=entry.term, index=entry.index,
                                               kind=EntryKind.NOOP)])
-            return False  # stale or repeated: nothing changes
+            found = self.store.get(group_id, RANGE_KEY)
+            last = decode_range_record(found[0])[1] if found is not None else None
+            if last is not None and current == (split.lo, split.at) and last[:2] == (
+                    split.hi, split.at):
+                return last[2]  # this very split happened already
+            return False  # stale: nothing changes
         child_id = split.child + 1  # storage id of the child shard
         keep_child = self.child_exists(child_id)
 
         def belongs(key: bytes) -> bool:
             return key != RANGE_KEY and split.at <= key_hash(key) < split.hi
 
-        records = {group_id: [(RANGE_KEY, encode_range(split.lo, split.at))]}
+        records = {group_id: [(RANGE_KEY, encode_range(
+            split.lo, split.at, (split.hi, split.at, split.child)))]}
         if not keep_child:
             records[child_id] = [(RANGE_KEY, encode_range(split.at, split.hi))]
         self.store.split_off(group_id, child_id, belongs,
@@ -201,7 +217,7 @@ class FencedStore:
         self._ranges.pop(child_id, None)
         if not keep_child:
             self.on_split(group_id, split, entry.index)
-        return True
+        return split.child
 
     # -- delegated ---------------------------------------------------------------------
 
