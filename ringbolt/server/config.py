@@ -10,8 +10,9 @@ naming the offending field, e.g.::
 
 Unknown fields are errors too (a typo must not silently fall back to a
 default). `render_config(config)` writes a config back as TOML (used by
-`ringbolt cluster up`). Every node of the cluster replicates every shard
-group; the voters of each group are this node plus all `peers`.
+`ringbolt cluster up`). An initial node derives the initial cluster map
+from `shards`, `replicas` and the `[peers.*]` list (the same on every
+initial node); a `join = true` node learns the map from the cluster.
 """
 
 from __future__ import annotations

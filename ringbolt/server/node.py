@@ -2,10 +2,12 @@
 
 Theory of operation
 -------------------
-A `Node` hosts one `Replica` per shard group (`config.shards`; every node
-replicates every group for now; key -> group via `Ring.uniform`). All groups
-share ONE write-ahead log whose fdatasync is shared by every group (group
-commit), ONE LMDB state-machine store, ONE peer `Transport` and ONE ticker.
+A `Node` hosts one `Replica` per group it holds: the meta group and the
+shards the cluster map places on it (`membership.py`; key -> shard by the
+map's ring; splits in `split.py`). All groups share ONE write-ahead log whose
+fdatasync is shared by every group (group commit), ONE LMDB state-machine
+store, ONE peer `Transport` and ONE ticker. A request for a shard this node
+does not host is forwarded to a node that does (`_forward_elsewhere`).
 
 The node implements `KeyValueService` for the RESP front end:
 
