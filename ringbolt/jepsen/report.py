@@ -131,10 +131,10 @@ _START_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) node\d+ \w+ "
                          r"ringbolt\.node: node \d+ up")
 
 
-def leader_timeline(log_path: Path, started_at_unix: float) -> list[tuple[float, bool]]:
-    """(seconds since the run started, knows a leader of shard 0?) from one node's
-    log; a (re)start counts as not knowing one."""
-    timeline: list[tuple[float, bool]] = []
+def leader_timeline(log_path: Path, started_at_unix: float) -> list[tuple[float, bool, bool]]:
+    """(seconds since the run started, knows a leader of shard 0?, is a (re)start?)
+    from one node's log; a (re)start knows no leader yet."""
+    timeline: list[tuple[float, bool, bool]] = []
     if not log_path.is_file():
         return timeline
     with open(log_path, encoding="utf-8", errors="replace") as stream:
@@ -145,14 +145,17 @@ def leader_timeline(log_path: Path, started_at_unix: float) -> list[tuple[float,
                 continue
             stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
             at_s = stamp.timestamp() - started_at_unix
-            timeline.append((at_s, leader is not None and leader.group(2) != "unknown"))
+            timeline.append((at_s, leader is not None and leader.group(2) != "unknown",
+                             start is not None))
     return timeline
 
 
 def rejoin_times(log_dir: Path, events: Sequence[NemesisEvent],
                  started_at_unix: float) -> list[float | None]:
     """Per event: seconds from its heal until every target node knew a leader of
-    shard 0 again (0.0 if none had lost it; None if one never did)."""
+    shard 0 again (0.0 if none had lost it by then; None if one never did). A
+    killed node's timeline starts at its restart (the harness restarts it before
+    it records the heal, so it may know a leader already)."""
     timelines = {int(path.stem[1:]): leader_timeline(path, started_at_unix)
                  for path in log_dir.glob("n*.log") if path.stem[1:].isdigit()}
     result: list[float | None] = []
@@ -160,11 +163,14 @@ def rejoin_times(log_dir: Path, events: Sequence[NemesisEvent],
         worst: float | None = 0.0
         for node in event.targets:
             timeline = timelines.get(node, [])
-            before = [knows for at_s, knows in timeline if at_s <= event.stop_s]
-            killed = event.kind.startswith("kill")  # restarted at the heal: knows nothing
-            if before and before[-1] and not killed:
+            if event.kind.startswith("kill"):
+                restarts = [i for i, (at_s, _, start) in enumerate(timeline)
+                            if start and at_s > event.start_s]
+                timeline = timeline[restarts[0]:] if restarts else []
+            before = [knows for at_s, knows, _ in timeline if at_s <= event.stop_s]
+            if before and before[-1]:
                 continue
-            after = [at_s for at_s, knows in timeline if at_s > event.stop_s and knows]
+            after = [at_s for at_s, knows, _ in timeline if at_s > event.stop_s and knows]
             if not after:
                 worst = None
                 break

@@ -319,14 +319,20 @@ def test_rejoin_times_come_from_the_node_logs(tmp_path: Path) -> None:
         + line(5.7, 1, "ringbolt.replica: shard 0: leader is now 3 (term 2, this node follower)"))
     (tmp_path / "n2.log").write_text(
         line(0.1, 2, "ringbolt.replica: shard 0: leader is now 2 (term 1, this node leader)")
-        + line(8.0, 2, "ringbolt.node: node 2 up: clients ...")  # restarted: not known yet
-        + line(8.25, 2, "ringbolt.replica: shard 0: leader is now 3 (term 2, this node follower)"))
+        + line(7.9, 2, "ringbolt.node: node 2 up: clients ...")  # restarted: not known yet
+        + line(8.25, 2, "ringbolt.replica: shard 0: leader is now 3 (term 2, this node follower)")
+        + line(10.0, 2, "ringbolt.node: node 2 up: clients ...")  # restarted, before the heal
+        + line(10.2, 2, "ringbolt.replica: shard 0: leader is now 3 (term 2, this node follower)")
+        + line(12.0, 2, "ringbolt.replica: shard 0: leader is now unknown (term 2, candidate)")
+        + line(14.0, 2, "ringbolt.replica: shard 0: leader is now 3 (term 3, this node follower)"))
     events = [nemesis.NemesisEvent(kind="partition-halves", targets=(1,), detail="",
                                    start_s=1.5, stop_s=5.0),
               nemesis.NemesisEvent(kind="slow", targets=(2,), detail="", start_s=5.5, stop_s=6.0),
               nemesis.NemesisEvent(kind="kill", targets=(2,), detail="", start_s=6.5, stop_s=7.5),
-              nemesis.NemesisEvent(kind="kill", targets=(3,), detail="", start_s=8.0, stop_s=9.0)]
+              nemesis.NemesisEvent(kind="kill", targets=(3,), detail="", start_s=8.0, stop_s=9.0),
+              nemesis.NemesisEvent(kind="kill", targets=(2,), detail="", start_s=9.0,
+                                   stop_s=10.5)]
     rejoins = report.rejoin_times(tmp_path, events, start.timestamp())
-    assert rejoins == [pytest.approx(0.7), 0.0, pytest.approx(0.75), None]
+    assert rejoins == [pytest.approx(0.7), 0.0, pytest.approx(0.75), None, 0.0]
     summary = report.rejoin_summary([{"rejoin_s": r} for r in rejoins])
     assert summary["rejoin_s_max"] == pytest.approx(0.75)
