@@ -36,7 +36,7 @@ from typing import Any
 from ringbolt.kv import commands as kv
 from ringbolt.kv.machine import INT64_MAX, INT64_MIN, CommandFailed, Result
 from ringbolt.server import resp
-from ringbolt.server.service import KeyValueService, ServiceError
+from ringbolt.server.service import CrossShard, KeyValueService, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -414,8 +414,29 @@ def _getset(session: Session, arguments: list[bytes]) -> Reply:
 
 @command("del", -2, "write", keys=(1, -1, 1))
 def _del(session: Session, arguments: list[bytes]) -> Reply:
+    """Keys of one shard are deleted atomically; keys of several shards are
+    deleted shard by shard (one write each, concurrently) and the counts
+    added -- not atomic across shards (docs/protocol.md)."""
     keys = [check_key(session, key) for key in arguments[1:]]
-    return write(session, keys, kv.delete(*keys, now_ms=session.service.now_ms()), _integer)
+    service = session.service
+    now_ms = service.now_ms()
+    try:
+        return write(session, keys, kv.delete(*keys, now_ms=now_ms), _integer)
+    except CrossShard:
+        pass
+    by_shard: dict[int, list[bytes]] = {}
+    for key in keys:
+        by_shard.setdefault(service.group_of([key]), []).append(key)
+    futures = [service.submit_write(group, kv.delete(*group, now_ms=now_ms))
+               for group in by_shard.values()]
+    return defer(session, _gathered(futures), _deleted_sum)
+
+
+def _deleted_sum(session: Session, results: list[Result], context: object) -> bytes:
+    for result in results:
+        if isinstance(result, CommandFailed):
+            raise CommandError(result.message)
+    return resp.encode_integer(sum(int(r) for r in results if isinstance(r, int)))
 
 
 COMMANDS[b"UNLINK"] = COMMANDS[b"unlink"] = CommandSpec(

@@ -74,6 +74,10 @@ class NodeConfig:
     shards: int = 1
     replicas: int = 3
     """Replicas per shard (capped by the number of nodes)."""
+    split_keys_max: int = 1_000_000
+    """A shard this node leads is split in two once it holds more keys (0: never)."""
+    balance_leaders: bool = True
+    """Shed leaderships above this node's fair share to less loaded replicas."""
     join: bool = False
     """True for a node added to a running cluster: it hosts nothing until the
     cluster map places shards on it (`ringbolt cluster add-node`)."""
@@ -98,7 +102,7 @@ class NodeConfig:
 _TOP_FIELDS = {
     "node_id", "client_address", "peer_address", "admin_address", "data_dir", "peers",
     "shards", "dc", "zone", "requirepass", "fsync", "tick_ms", "election_timeout_ticks",
-    "heartbeat_ticks", "limits", "log_level", "replicas", "join", "unsafe",
+    "heartbeat_ticks", "limits", "log_level", "replicas", "join", "unsafe", "split_keys_max", "balance_leaders",
 }
 _PEER_FIELDS = {"address", "client_address", "admin_address", "dc", "zone"}
 _LIMIT_FIELDS = {"key_bytes_max", "value_bytes_max", "clients_max"}
@@ -154,6 +158,9 @@ def parse_config(document: Mapping[str, Any], *, base_dir: Path = Path(".")) -> 
         log_level=_string(document, "log_level", "log_level", default="info"),
         replicas=_integer(document, "replicas", "replicas", low=1, high=7, default=3),
         join=_boolean(document, "join", "join", default=False),
+        split_keys_max=_integer(document, "split_keys_max", "split_keys_max", low=0,
+                                high=2**40, default=1_000_000),
+        balance_leaders=_boolean(document, "balance_leaders", "balance_leaders", default=True),
         unsafe=_unsafe(document.get("unsafe", [])),
     )
     if config.heartbeat_ticks >= config.election_timeout_ticks:
@@ -302,6 +309,8 @@ def render_config(config: NodeConfig) -> str:
         f"data_dir = {_quote(str(config.data_dir))}",
         f"shards = {config.shards}",
         f"replicas = {config.replicas}",
+        f"split_keys_max = {config.split_keys_max}",
+        f"balance_leaders = {'true' if config.balance_leaders else 'false'}",
         f"dc = {_quote(config.dc)}",
         f"zone = {_quote(config.zone)}",
         f"fsync = {'true' if config.fsync else 'false'}",

@@ -69,10 +69,15 @@ class LocalService:
     def shard_of(self, key: bytes) -> int:
         return xxhash.xxh64_intdigest(key) % self.shards if self.shards > 1 else 0
 
+    def group_of(self, keys: Sequence[bytes]) -> int:
+        shards = {self.shard_of(key) for key in keys}
+        if len(shards) > 1:
+            raise CrossShard("keys in request don't hash to the same shard")
+        return shards.pop()
+
     def submit_write(self, keys: Sequence[bytes], command: bytes) -> asyncio.Future[Result]:
         assert keys, "a write names at least one key"
-        if self.shards > 1 and len({self.shard_of(key) for key in keys}) > 1:
-            raise CrossShard("keys in request don't hash to the same shard")
+        self.group_of(keys)
         future: asyncio.Future[Result] = self._future()
         future.set_result(apply_command(self.backend, command))
         self.writes_total += 1

@@ -74,6 +74,8 @@ refresh_every_ticks = 5
 reconcile_every_ticks = 10
 learners_catching_up_max = 4
 map_update_attempts_max = 20
+leader_balance_every_ticks = 500
+"""How often (plus up to as much jitter) a node looks at its share of leaderships."""
 
 
 def abandoned_after_ticks(election_timeout_ticks: int) -> int:
@@ -105,6 +107,10 @@ class Membership:
         self.map: ClusterMap | None = None
         self._seen_applied = -1
         self._leaderless_ticks: dict[int, int] = {}
+        self._ticks = 0
+        self._next_balance = leader_balance_every_ticks
+        self._split_task: asyncio.Future[Any] | None = None
+        self._split_after = 0
         self._bootstrap_written = False
         self._updates = asyncio.Lock()
         self.stats = {"maps_installed": 0, "conf_changes": 0, "transfers": 0,
@@ -199,8 +205,14 @@ class Membership:
         cluster_map = self.map
         if cluster_map is None:
             return
+        self._ticks += reconcile_every_ticks
         self._count_leaderless()
         self.sync_hosting()  # retire groups whose removal was applied since
+        self._maybe_split()
+        if self.node.config.balance_leaders and self._ticks >= self._next_balance:
+            self._next_balance = self._ticks + leader_balance_every_ticks + int(
+                self.node.rng.random() * leader_balance_every_ticks)
+            self.shed_leadership()
         catching_up = 0
         for group_id, replica in list(self.node.replicas.items()):
             if replica.role is not Role.LEADER:
@@ -215,6 +227,69 @@ class Membership:
                 except ClusterMapError:
                     continue  # the map no longer knows it (merged away)
             catching_up += self._step(replica, target, catching_up)
+
+    def shed_leadership(self) -> None:
+        """Leaders spread themselves: a node hands ONE of its leaderships to
+        the caught-up replica that leads the fewest shards (as far as this
+        node can see), when that one leads at least two fewer than this node;
+        at most once per period. Each move narrows the spread, so this settles
+        (within one of each other) instead of oscillating."""
+        cluster_map = self.map
+        if cluster_map is None:
+            return
+        shards = {g: r for g, r in self.node.replicas.items() if g != META_GROUP_ID}
+        led = sorted(g for g, r in shards.items() if r.role is Role.LEADER)
+        if len(led) < 2:
+            return
+        counts: dict[int, int] = {}
+        for replica in shards.values():
+            if replica.leader:
+                counts[replica.leader] = counts.get(replica.leader, 0) + 1
+        best: tuple[int, int, int] | None = None  # (their count, node, shard)
+        for group_id in led:
+            core = shards[group_id].core
+            status = core.status()
+            progress = getattr(core, "progress", None)
+            for node in sorted(status.conf.voters - {self.node_id}):
+                found = progress(node) if callable(progress) else None
+                match = getattr(found, "match", 0)
+                if not match or match + reconcile.catch_up_slack < status.commit:
+                    continue
+                candidate = (counts.get(node, 0), node, group_id)
+                if best is None or candidate < best:
+                    best = candidate
+        if best is None or best[0] >= len(led) - 1:
+            return
+        try:
+            shards[best[2]].core.transfer_leadership(best[1])
+        except (NotLeader, ProposalDropped):
+            return
+        self.stats["transfers"] += 1
+        log.info("node %d: leads %d of %d shards here, node %d leads %d: shard %d -> node %d",
+                 self.node_id, len(led), len(shards), best[1], best[0], best[2], best[1])
+        self.node.wake()
+
+    def _maybe_split(self) -> None:
+        """Split (one at a time) a shard this node leads that outgrew `split_keys_max`."""
+        limit = self.node.config.split_keys_max
+        if not limit or self.map is None or self._ticks < self._split_after or (
+                self._split_task is not None and not self._split_task.done()):
+            return
+        if self._split_task is not None and (self._split_task.cancelled()
+                                             or self._split_task.exception() is not None):
+            self._split_task = None
+            self._split_after = self._ticks + leader_balance_every_ticks  # back off
+            return
+        for group_id, replica in sorted(self.node.replicas.items()):
+            if group_id == META_GROUP_ID or replica.role is not Role.LEADER:
+                continue
+            keys = self.node.shard_keys(group_id)
+            if keys > limit:
+                log.info("node %d: shard %d holds %d keys (> split_keys_max %d): splitting",
+                         self.node_id, group_id, keys, limit)
+                self._split_task = asyncio.ensure_future(self.split(group_id, None))
+                self._split_task.add_done_callback(_log_failure)
+                return
 
     def _step(self, replica: Replica, target: reconcile.Target, catching_up: int) -> int:
         core = replica.core
@@ -434,6 +509,12 @@ def _split_in_map(cluster_map: ClusterMap, shard_id: int, child: int, at: int) -
         return cluster_map  # already there (a retried update)
     return clustermap.apply(cluster_map, clustermap.SplitShard(
         shard_id=shard_id, new_shard_id=child, at_hash=at))
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("automatic split did not complete (will be tried again): %s",
+                    task.exception())
 
 
 def _int(text: str) -> int:

@@ -758,6 +758,10 @@ class Node:
             raise Unavailable(f"unexpected count answer for shard {shard_id}; retry")
         return answer
 
+    def shard_keys(self, shard_id: int) -> int:
+        """Keys of a hosted shard in this node's store."""
+        return self._local_count(shard_id)
+
     def _local_count(self, shard_id: int) -> int:
         sid = storage_id(shard_id)
         count: int = self._store.count(sid) - (self._fenced.range_of(sid) is not None)

@@ -79,7 +79,8 @@ def fetch_json(address: str, path: str, timeout_s: float = 2.0) -> Any:
 class LocalCluster:
     def __init__(self, nodes: int, data_dir: Path, base_port: int = 7379, shards: int = 1, *,
                  fsync: bool = True, requirepass: str | None = None,
-                 log_level: str = "info", replicas: int = 3) -> None:
+                 log_level: str = "info", replicas: int = 3,
+                 options: dict[str, Any] | None = None) -> None:
         assert 1 <= nodes <= 64
         self.nodes = nodes
         self.initial_nodes = nodes
@@ -91,6 +92,8 @@ class LocalCluster:
         self.requirepass = requirepass
         self.log_level = log_level
         self.replicas = replicas
+        self.options = dict(options or {})
+        """Further `NodeConfig` fields for every node (e.g. split_keys_max)."""
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self._logs: dict[int, IO[bytes]] = {}
 
@@ -130,7 +133,7 @@ class LocalCluster:
                           data_dir=self.data_dir / f"node{node}", peers=peers,
                           shards=self.shards, fsync=self.fsync, requirepass=self.requirepass,
                           log_level=self.log_level, join=node > self.initial_nodes,
-                          replicas=self.replicas)
+                          replicas=self.replicas, **self.options)
 
     def write_configs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,10 @@ class KeyValueService(Protocol):
         """Wall clock in ms as this node sees it (for EX/PX and TTL)."""
         ...
 
+    def group_of(self, keys: Sequence[bytes]) -> int:
+        """The shard owning all of `keys`; raises `CrossShard` when they span shards."""
+        ...
+
     def submit_write(self, keys: Sequence[bytes], command: bytes) -> asyncio.Future[Result]:
         """Replicate `command` (ringbolt.kv.commands) in the shard owning
         `keys`; the future resolves with the state machine's `Result` once the

@@ -56,6 +56,8 @@ def test_render_then_load_gives_the_same_config(tmp_path: Path) -> None:
     document["unsafe"] = ["read_without_read_index"]
     document["join"] = True
     document["replicas"] = 5
+    document["split_keys_max"] = 0
+    document["balance_leaders"] = False
     document["peers"]["3"]["dc"] = "east"
     config = parse_config(document)
     assert config.unsafe == frozenset({"read_without_read_index"})
@@ -83,6 +85,8 @@ def test_render_then_load_gives_the_same_config(tmp_path: Path) -> None:
     ({"unsafe": ["no_fsync"]}, "config error: unsafe: unknown mutation 'no_fsync'; known: commit_old_terms, read_without_read_index, vote_without_log_check"),
     ({"unsafe": "read_without_read_index"}, "config error: unsafe: expected a list of mutation names, got 'read_without_read_index' (str)"),
     ({"replicas": 0}, "config error: replicas: must be in 1..7, got 0"),
+    ({"split_keys_max": -1}, "config error: split_keys_max: must be in 0..1099511627776, got -1"),
+    ({"balance_leaders": 1}, "config error: balance_leaders: expected true or false, got 1 (int)"),
     ({"log_level": "loud"}, "config error: log_level: expected one of debug, info, warning, error, got 'loud'"),
 ])
 def test_bad_field_is_named_in_one_line(change: dict[str, Any], expected: str) -> None:

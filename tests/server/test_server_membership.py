@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import signal
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from redis.exceptions import TryAgainError
 from server_workload import Workload, dump_logs
 
@@ -245,3 +247,33 @@ def test_a_node_down_for_good_is_replaced(tmp_path: Path) -> None:
         for i in range(100):
             for address in [*survivors, joiner]:
                 assert admin.call("GET", f"key{i}", address=address) == f"value{i}".encode()
+
+
+def test_big_shards_split_and_leaders_spread_by_themselves(tmp_path: Path) -> None:
+    cluster = LocalCluster(3, tmp_path, find_base_port(3, start=26000), shards=4,
+                           options={"split_keys_max": 60})
+    with cluster:
+        cluster.start()
+        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
+        admin = ClusterAdmin(addresses)
+        states = admin.wait_converged(60.0)
+        for state in states:  # crowd every leadership onto node 1
+            if state.leader != 1:
+                with contextlib.suppress(redis.ResponseError):
+                    admin.call("CLUSTER", "TRANSFER", state.shard, 1,
+                               address=addresses[state.leader - 1])
+        client = Client(addresses)
+        for i in range(400):
+            client.set(f"key{i}", f"value{i}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = admin.wait_converged(30.0)
+            leads = [sum(s.leader == n for s in states) for n in (1, 2, 3)]
+            if len(states) >= 7 and max(leads) - min(leads) <= 1:
+                break
+            time.sleep(0.5)
+        assert len(states) >= 7, f"no automatic split: {len(states)} shards"
+        assert max(leads) - min(leads) <= 1, leads
+        assert all(client.get(f"key{i}") == f"value{i}".encode() for i in range(400))
+        assert int(admin.call("DBSIZE")) == 400
+        client.close()
