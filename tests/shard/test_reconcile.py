@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ringbolt.consensus.types import ConfChange, ConfChangeKind, ConfState
 from ringbolt.shard import clustermap, reconcile
 from ringbolt.shard.clustermap import NodeRecord
@@ -85,3 +90,39 @@ def test_meta_target_keeps_current_voters_and_makes_everyone_else_a_learner() ->
     assert meta_target(five, frozenset({1, 2, 3})).voters == {1, 2, 3, 4, 5}
     assert reconcile.placed_on(cluster_map, 1) == {s.shard_id for s in cluster_map.shards
                                                     if 1 in s.replicas}
+
+
+@given(st.sets(st.integers(1, 7), min_size=1, max_size=5),
+       st.sets(st.integers(1, 7), min_size=1, max_size=5),
+       st.sets(st.integers(1, 7), max_size=3),
+       st.integers(1, 7), st.randoms(use_true_random=False))
+@settings(max_examples=300, deadline=None)
+def test_any_move_converges_without_shrinking_the_group(
+        voters: set[int], wanted: set[int], learners: set[int], leader: int,
+        rng: random.Random) -> None:
+    """From any configuration to any target: every step keeps at least as
+    many voters as the smaller of start and target, the leader is never
+    removed (it hands off first), and the target is reached once learners
+    catch up, whatever the order in which they do."""
+    learners -= voters
+    if leader not in voters:
+        leader = min(voters)
+    state = conf(voters, learners)
+    target = Target(voters=frozenset(wanted))
+    floor = min(len(voters), len(wanted))
+    behind = set(wanted)  # learners catch up in a random order
+    for _ in range(60):
+        step = next_step(state, target, leader=leader, caught_up=lambda n: n not in behind)
+        if step is None:
+            if not (behind & (state.voters | state.learners)):
+                break
+            behind.discard(rng.choice(sorted(behind & (state.voters | state.learners))))
+            continue
+        if isinstance(step, Transfer):
+            assert step.target in state.voters and step.target in wanted
+            leader = step.target
+            continue
+        assert not (step.kind is REMOVE and step.node_id == leader), "leader removes itself"
+        state = apply(state, step)
+        assert len(state.voters) >= floor
+    assert state == conf(wanted)
