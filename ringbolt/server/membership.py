@@ -74,6 +74,8 @@ refresh_every_ticks = 5
 reconcile_every_ticks = 10
 learners_catching_up_max = 4
 map_update_attempts_max = 20
+seed_ask_every_refreshes = 10
+"""A joining node without a map asks a seed every 10 refreshes (0.5 s)."""
 leader_balance_every_ticks = 500
 """How often (plus up to as much jitter) a node looks at its share of leaderships."""
 
@@ -108,6 +110,7 @@ class Membership:
         self._seen_applied = -1
         self._leaderless_ticks: dict[int, int] = {}
         self._ticks = 0
+        self._asked = 0
         self._next_balance = leader_balance_every_ticks
         self._split_task: asyncio.Future[Any] | None = None
         self._split_after = 0
@@ -130,6 +133,8 @@ class Membership:
 
     def refresh(self) -> None:
         """Install the map the meta group holds, when it changed."""
+        if self.map is None and self.node.config.join:
+            self._ask_seeds()
         meta = self.node.replicas.get(META_GROUP_ID)
         if meta is None or meta.applied == self._seen_applied:
             return
@@ -142,6 +147,34 @@ class Membership:
         if current is None or stored.version > current.version or (
                 stored.version == current.version and stored != current):
             self.install(stored)
+
+    def _ask_seeds(self) -> None:
+        """A joining node knows only its seeds, but the meta leader that will
+        replicate the map to it may be another node: ask a seed for the map
+        it holds, only to learn every node's address (the map itself comes
+        through the meta group once `CLUSTER ADDNODE` made this node a learner)."""
+        self._asked += 1
+        seeds = sorted(self.node.config.peers)
+        if not seeds or self._asked % seed_ask_every_refreshes:
+            return
+        seed = seeds[(self._asked // seed_ask_every_refreshes) % len(seeds)]
+        self.node.ask_for_map(seed).add_done_callback(self._learn_addresses)
+
+    def _learn_addresses(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        data = future.result()
+        if not isinstance(data, bytes):
+            return
+        try:
+            seen = mapcodec.decode(data)
+        except ClusterMapError:
+            log.warning("node %d: a seed sent an undecodable cluster map", self.node_id)
+            return
+        for record in seen.nodes:
+            if record.node_id != self.node_id and record.state is not NodeState.REMOVED:
+                self.node.set_peer_address(record.node_id, record.peer_address,
+                                           record.client_address)
 
     def install(self, cluster_map: ClusterMap) -> None:
         self.map = cluster_map

@@ -324,6 +324,13 @@ class Node:
         self._work.set()
         return future
 
+    def ask_for_map(self, seed: int) -> asyncio.Future[Any]:
+        """The (possibly stale) map a seed node holds, as bytes or None."""
+        try:
+            return self.forwarder.forward(seed, META_GROUP_ID, MAP_MARKER)
+        except ServiceError as error:
+            return _failed(error)
+
     def wake(self) -> None:
         self._work.set()
 
@@ -909,8 +916,10 @@ class Node:
     def _answer_local(self, sender: int, request: ForwardRequest, replica: Replica) -> bool:
         """Answer a forwarded COUNT or SCAN of one shard from the local store."""
         command = request.command
-        if command == COUNT_MARKER:
-            answer: Result = self._local_count(replica.group_id)
+        if command == MAP_MARKER:
+            answer: Result = self.store_get(META_GROUP_ID, membership.MAP_KEY)
+        elif command == COUNT_MARKER:
+            answer = self._local_count(replica.group_id)
         elif command.startswith(SCAN_MARKER):
             try:
                 inner, count = msgpack.unpackb(command[len(SCAN_MARKER):])
@@ -988,6 +997,8 @@ class Node:
 
 
 COUNT_MARKER = b"\x00count"
+MAP_MARKER = b"\x00map"
+"""A joining node asks a seed for the map it holds (to learn the nodes' addresses)."""
 SCAN_MARKER = b"\x00scan:"
 READ_MARKER = b"\x00read:"
 """Prefix of a forwarded linearizable read (never the start of a KV command,

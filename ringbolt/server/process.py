@@ -92,6 +92,7 @@ class LocalCluster:
         self.requirepass = requirepass
         self.log_level = log_level
         self.replicas = replicas
+        self.seeds: dict[int, set[int]] = {}
         self.options = dict(options or {})
         """Further `NodeConfig` fields for every node (e.g. split_keys_max)."""
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -119,9 +120,13 @@ class LocalCluster:
 
     def config(self, node: int) -> NodeConfig:
         """Initial nodes list each other (the same list on every one of them, so
-        they derive the same initial map); a joining node lists them as seeds."""
+        they derive the same initial map); a joining node lists the nodes
+        running when it was added as its seeds."""
         peers = {}
-        for other in sorted({*range(1, self.initial_nodes + 1), node}):
+        seeds = set(range(1, self.initial_nodes + 1))
+        if node > self.initial_nodes:  # a joiner: the running nodes are its seeds
+            seeds = self.seeds.get(node) or {n for n in self.node_ids() if self.alive(n)} or seeds
+        for other in sorted({*seeds, node}):
             client, peer, admin = port_layout(other, self.base_port)
             peers[other] = PeerConfig(node_id=other, address=Address(HOST, peer),
                                       client_address=Address(HOST, client),
@@ -149,12 +154,14 @@ class LocalCluster:
         for node in self.node_ids():
             self.wait_healthy(node, timeout_s)
 
-    def add_node(self, timeout_s: float = 30.0) -> int:
-        """Start one more node with `join = true`; returns its id. It holds
-        nothing until `ringbolt cluster add-node` (or `ClusterAdmin.add_node`)
-        registers it."""
+    def add_node(self, timeout_s: float = 30.0, seeds: set[int] | None = None) -> int:
+        """Start one more node with `join = true` (its `[peers.*]`: `seeds`, by
+        default every running node); returns its id. It holds nothing until
+        `ringbolt cluster add-node` (or `ClusterAdmin.add_node`) registers it."""
         self.nodes += 1
         node = self.nodes
+        if seeds:
+            self.seeds[node] = set(seeds)
         self.config_path(node).write_text(render_config(self.config(node)))
         self._spawn(node)
         self.wait_healthy(node, timeout_s)

@@ -122,7 +122,9 @@ def test_rebalance_dry_run_changes_nothing_and_a_joiner_serves_every_key(
         admin = ClusterAdmin(addresses)
         admin.wait_converged(60.0)
         version = admin.cluster_map()["version"]
-        node = cluster.add_node()
+        meta_leader = admin.describe(addresses[0])["meta"]["leader"]
+        seed = next(n for n in (1, 2, 3) if n != meta_leader)
+        node = cluster.add_node(seeds={seed})  # its only seed does not lead the meta group
         joiner = f"127.0.0.1:{cluster.client_port(node)}"
         admin.add_node(joiner)
         dry = cli("rebalance", "--dry-run", "--json", "--cluster", addresses[0])
@@ -277,3 +279,56 @@ def test_big_shards_split_and_leaders_spread_by_themselves(tmp_path: Path) -> No
         assert all(client.get(f"key{i}") == f"value{i}".encode() for i in range(400))
         assert int(admin.call("DBSIZE")) == 400
         client.close()
+
+
+@pytest.mark.slow
+def test_membership_soak(tmp_path: Path) -> None:
+    """Nodes come and go and shards split, round after round, under load."""
+    cluster = LocalCluster(3, tmp_path, find_base_port(9, start=20000), shards=8)
+    with cluster:
+        cluster.start()
+        addresses = {n: f"127.0.0.1:{cluster.client_port(n)}" for n in (1, 2, 3)}
+        admin = ClusterAdmin(list(addresses.values()))
+        admin.wait_converged(60.0)
+        workload = Workload(cluster.client_ports(), seed=11, keys=24)
+        log: list[str] = []
+
+        async def changes() -> None:
+            for round_ in range(5):
+                node = await asyncio.to_thread(cluster.add_node)
+                addresses[node] = f"127.0.0.1:{cluster.client_port(node)}"
+                entry = next(iter(addresses.values()))
+                done = await asyncio.to_thread(cli, "add-node", addresses[node], "--cluster",
+                                               entry, "--json")
+                assert done.returncode == 0, done.stderr
+                shard = round_ % 8
+                done = await asyncio.to_thread(cli, "split", str(shard), "--cluster", entry)
+                assert done.returncode == 0, done.stderr
+                victim = min(addresses)
+                del addresses[victim]
+                entry = next(iter(addresses.values()))
+                done = await asyncio.to_thread(cli, "remove-node", str(victim), "--cluster",
+                                               entry, "--json")
+                assert done.returncode == 0, done.stderr
+                await asyncio.to_thread(cluster.kill, victim, signal.SIGTERM)
+                log.append(f"round {round_}: +{node} split {shard} -{victim}")
+            workload.stop()
+
+        async def scenario() -> None:
+            await asyncio.gather(workload.run(clients=6, duration_s=600.0), changes())
+
+        try:
+            asyncio.run(scenario())
+            port = int(next(iter(addresses.values())).rpartition(":")[2])
+            missing = asyncio.run(workload.missing_ledger_keys(port))
+            states = ClusterAdmin(list(addresses.values())).wait_converged(60.0)
+        except Exception:
+            print(dump_logs(cluster))
+            raise
+        print(f"ops: {workload.counts}; {log}")
+        assert len(states) == 13 and missing == []
+        assert workload.counts["ok"] > 1000
+        result = check_history(workload.history, time_limit_s=120.0)
+        if not result.valid:
+            workload.history.to_jsonl(tmp_path / "history.jsonl")
+        assert result.valid, (tmp_path / "history.jsonl", result.violations[:3])
