@@ -41,6 +41,10 @@ dead path. A watchdog, every quarter of `silence_max_s`:
 * closes (and so re-dials) the outbound link to a peer from which no inbound
   connection has delivered a byte for `silence_max_s` since that link
   connected; `on_peer_lost` fires as for any lost link.
+And when the path towards a peer is dead while the one back from it works
+(a connection of ours stuck in retransmission after a heal, while the peer's
+fresh dial reaches us), the kernel aborts ours: outbound sockets get
+TCP_USER_TIMEOUT = `silence_max_s` (keep-alives keep data in flight).
 If the watchdog itself ran late (our own event loop stalled, or the process
 was stopped), silence is counted again from that moment: unread bytes may be
 waiting, and peers that gave up on us need time to re-dial. Re-dial backoff is
@@ -59,6 +63,7 @@ import contextlib
 import enum
 import logging
 import random
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -263,6 +268,7 @@ class PeerLink:
             log.debug("peer %d at %s unreachable: %s", self.peer_id, address, error)
             return False
         self.transport = transport  # uvloop's transports are not asyncio.Transport
+        _bound_unacknowledged(transport, self.owner.silence_max_s)
         self.stats["connects"] += 1
         self.closed.clear()
         self.connected_at = self.sent_at = loop.time()
@@ -388,6 +394,19 @@ class _InboundProtocol(asyncio.Protocol):
             handler.on_forward_request(sender, request)
         for response in decoded_responses:
             handler.on_forward_response(sender, response)
+
+
+def _bound_unacknowledged(transport: asyncio.BaseTransport, silence_max_s: float) -> None:
+    """Let the kernel abort our outbound connection when data it sent stays
+    unacknowledged for the silence bound (TCP_USER_TIMEOUT, Linux). Keep-alives
+    keep data in flight, so a connection stuck in retransmission backoff dies
+    even while the peer's own link to us works (then we keep hearing from it,
+    and the silence rule alone would never re-dial)."""
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if sock is None or option is None:
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(silence_max_s * 1000)))
 
 
 def _as_bytes(value: object) -> bytes:

@@ -256,6 +256,24 @@ def test_a_down_link_dials_at_once_when_its_peer_reaches_us(
     asyncio.run(scenario())
 
 
+def test_outbound_sockets_bound_unacknowledged_data_by_the_silence_bound() -> None:
+    async def scenario() -> None:
+        a, b, _, _, to_b, to_a = await proxied_pair()
+        try:
+            link = a.links[2]
+            assert link.transport is not None
+            sock = link.transport.get_extra_info("socket")
+            timeout_ms = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+            assert timeout_ms == int(SILENCE_S * 1000)
+        finally:
+            await a.close()
+            await b.close()
+            await to_b.close()
+            await to_a.close()
+
+    asyncio.run(scenario())
+
+
 def test_set_peer_adds_and_moves_a_peer_and_remove_peer_forgets_it() -> None:
     async def scenario() -> None:
         handlers = {n: Recorder() for n in (1, 2, 3)}
