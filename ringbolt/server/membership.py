@@ -48,6 +48,7 @@ Requests for a shard this node does not host are answered with
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -70,6 +71,7 @@ log = logging.getLogger("ringbolt.membership")
 META_GROUP_ID = 1_000_000
 """Shard ids stay far below it (splits take the next free id)."""
 MAP_KEY = b"ringbolt:cluster-map"
+SHARD_ID_KEY = b"ringbolt:shard-id-high-water"
 refresh_every_ticks = 5
 reconcile_every_ticks = 10
 learners_catching_up_max = 4
@@ -114,6 +116,7 @@ class Membership:
         self._next_balance = leader_balance_every_ticks
         self._split_task: asyncio.Future[Any] | None = None
         self._split_after = 0
+        self._heal_task: asyncio.Future[Any] | None = None
         self._bootstrap_written = False
         self._updates = asyncio.Lock()
         self.stats = {"maps_installed": 0, "conf_changes": 0, "transfers": 0,
@@ -242,6 +245,8 @@ class Membership:
         self._count_leaderless()
         self.sync_hosting()  # retire groups whose removal was applied since
         self._maybe_split()
+        if self._ticks % (10 * reconcile_every_ticks) == 0:
+            self.heal_splits()
         if self.node.config.balance_leaders and self._ticks >= self._next_balance:
             self._next_balance = self._ticks + leader_balance_every_ticks + int(
                 self.node.rng.random() * leader_balance_every_ticks)
@@ -465,9 +470,7 @@ class Membership:
         if not shard.start < cut < shard.end:
             raise ServiceError(f"split point {cut} is not inside shard {shard_id}'s range "
                                f"[{shard.start}, {shard.end})")
-        child = max(s.shard_id for s in current.shards) + 1
-        if child >= META_GROUP_ID:
-            raise ServiceError("no shard id left for a split")
+        child = await self._new_shard_id(current)
         done = await self.node.write_group(shard_id, encode_split(Split(
             child=child, lo=shard.start, at=cut, hi=shard.end,
             voters=tuple(sorted(shard.replicas)))))
@@ -475,8 +478,48 @@ class Membership:
             raise ServiceError(f"shard {shard_id} refused the split (its range changed "
                                "meanwhile); look at CLUSTER MAP and retry")
         child = done  # a repeat of a split that happened names the child it made
-        updated = await self.update(lambda m: _split_in_map(m, shard_id, child, cut))
+        updated = await self.update(
+            functools.partial(_split_in_map, shard_id=shard_id, child=child, at=cut))
         return {"version": updated.version, "shard": shard_id, "child": child, "at": cut}
+
+    async def _new_shard_id(self, current: ClusterMap) -> int:
+        """A shard id never handed out before, cluster-wide: a high-water mark
+        in the meta group, advanced by compare-and-set (two splits running at
+        once on different shards must not make two groups with one id)."""
+        for _ in range(map_update_attempts_max):
+            found = await self.node.read_group(META_GROUP_ID, SHARD_ID_KEY)
+            previous = None if found is None else found[0]
+            high = max([int(previous) if previous else -1,
+                        *(s.shard_id for s in current.shards)])
+            child = high + 1
+            if child >= META_GROUP_ID:
+                raise ServiceError("no shard id left for a split")
+            swapped = await self.node.write_group(META_GROUP_ID, kv.cas(
+                SHARD_ID_KEY, previous, str(child).encode()))
+            if swapped is True:
+                return child
+        raise Unavailable("could not reserve a shard id (contention); not executed, retry")
+
+    def heal_splits(self) -> None:
+        """A split whose map update never happened (its requester died): the
+        leader of the parent finishes it, from the split the replicas record."""
+        cluster_map = self.map
+        if cluster_map is None or (self._heal_task is not None and not self._heal_task.done()):
+            return
+        known = {s.shard_id for s in cluster_map.shards}
+        for group_id, replica in sorted(self.node.replicas.items()):
+            if group_id == META_GROUP_ID or replica.role is not Role.LEADER:
+                continue
+            last = self.node.last_split(group_id)
+            if last is None or last[2] in known or group_id not in known:
+                continue
+            _hi, at, child = last
+            log.info("node %d: shard %d was split into %d but the map does not show it: "
+                     "updating the map", self.node_id, group_id, child)
+            self._heal_task = asyncio.ensure_future(self.update(
+                functools.partial(_split_in_map, shard_id=group_id, child=child, at=at)))
+            self._heal_task.add_done_callback(_log_failure)
+            return
 
     def moved(self, group_id: int) -> Moved:
         """The redirect for a request on a shard this node does not host."""
@@ -537,7 +580,7 @@ def _set_state(cluster_map: ClusterMap, node_id: int, state: NodeState) -> Clust
     return clustermap.apply(cluster_map, command)
 
 
-def _split_in_map(cluster_map: ClusterMap, shard_id: int, child: int, at: int) -> ClusterMap:
+def _split_in_map(cluster_map: ClusterMap, *, shard_id: int, child: int, at: int) -> ClusterMap:
     if any(s.shard_id == child for s in cluster_map.shards):
         return cluster_map  # already there (a retried update)
     return clustermap.apply(cluster_map, clustermap.SplitShard(
@@ -546,7 +589,7 @@ def _split_in_map(cluster_map: ClusterMap, shard_id: int, child: int, at: int) -
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.warning("automatic split did not complete (will be tried again): %s",
+        log.warning("a split or its map update did not complete (tried again later): %s",
                     task.exception())
 
 

@@ -74,7 +74,7 @@ from ringbolt.server import limits, membership
 from ringbolt.server.config import Address, NodeConfig
 from ringbolt.server.forward import Forwarder
 from ringbolt.server.membership import META_GROUP_ID, Membership, bootstrap_map
-from ringbolt.server.replica import ReadValue, Replica, fail_quietly, storage_id
+from ringbolt.server.replica import NotCommitted, ReadValue, Replica, fail_quietly, storage_id
 from ringbolt.server.service import (
     Busy,
     CrossShard,
@@ -89,6 +89,7 @@ from ringbolt.server.split import (
     SPLIT_PREFIX,
     FencedStore,
     Split,
+    decode_range_record,
     decode_split,
 )
 from ringbolt.server.transport import ForwardRequest, ForwardResponse, MalformedFrame, Transport
@@ -132,7 +133,9 @@ class Node:
         self._scan_cursors: dict[int, tuple[int, bytes]] = {}
         self._scan_ids = itertools.count(1)
         self._work = asyncio.Event()
-        self._leaderless: dict[int, collections.deque[tuple[float, bytes, asyncio.Future[Result]]]] = {}
+        self._leaderless: dict[int, collections.deque[
+            tuple[float, bytes, asyncio.Future[Result], bool]]] = {}
+        """Writes waiting for their group to take them (`_park`), by group."""
         self._leaderless_count = 0
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -152,7 +155,8 @@ class Node:
         self.stats = {"rounds": 0, "fsyncs": 0, "fsync_seconds": 0.0, "readies": 0,
                       "round_entries_max": 0, "messages_sent": 0, "messages_dropped": 0,
                       "writes": 0, "reads": 0, "stale_reads": 0, "ticks": 0,
-                      "unknown_group_messages": 0, "forwarded_elsewhere": 0}
+                      "unknown_group_messages": 0, "forwarded_elsewhere": 0,
+                      "writes_reproposed": 0, "forwards_retried": 0}
         self.batch_sizes: list[int] = []
 
     # -- lifecycle ------------------------------------------------------------------
@@ -296,7 +300,7 @@ class Node:
                                      "while the request waited; the outcome is unknown"))
         waiting = self._leaderless.pop(group_id, ())
         self._leaderless_count -= len(waiting)
-        for _deadline, _command, future in waiting:
+        for _deadline, _command, future, _local in waiting:
             fail_quietly(future, Unavailable(f"shard {group_id} moved away; not executed, retry"))
         self._retired[group_id] = replica
         log.info("node %d: group %d moved away (retired)", self.node_id, group_id)
@@ -548,7 +552,7 @@ class Node:
             if count % membership.reconcile_every_ticks == 0:
                 self.membership.drive_groups()
             if self._leaderless:
-                self._retry_leaderless(time.monotonic())
+                self._retry_parked(time.monotonic())
             if count % _EXPIRE_EVERY_TICKS == 0:
                 now = time.monotonic()
                 for replica in self.replicas.values():
@@ -579,11 +583,23 @@ class Node:
         self.stats["writes"] += 1
         return self._write(group_id, command)
 
-    def _write(self, group_id: int, command: bytes) -> asyncio.Future[Result]:
+    def _write(self, group_id: int, command: bytes, deadline: float | None = None, *,
+               local_only: bool = False) -> asyncio.Future[Result]:
+        """Propose `command` here if this node leads the group, else forward it.
+
+        A write the leader cannot take right now (election, leadership
+        transfer, full window) waits, bounded in count and time, and is tried
+        again (`_park`); a proposal that a new leader overwrote ("not
+        committed": it can never be applied) is proposed again. Clients see
+        neither, only latency, until `leaderless_wait_s` has passed. With
+        `local_only` (a write forwarded to us) it is never forwarded further."""
         if self._stopping:
             return _failed(Unavailable("the node is shutting down; not executed, retry"))
         replica = self.replicas.get(group_id)
         if replica is None:
+            if local_only:
+                return _failed(Unavailable(f"node {self.node_id} does not host shard "
+                                           f"{group_id}; not executed, retry"))
             return self._forward_elsewhere(group_id, command)
         leader = replica.leader
         if replica.role is Role.LEADER:
@@ -594,44 +610,108 @@ class Node:
                 future = replica.propose(command)
             except NotLeader as error:
                 leader = error.leader_hint
+            except Busy:  # a transfer in progress, or a full window: wait for it
+                return self._park(group_id, command, deadline, local_only)
             else:
                 self._work.set()
-                return future
+                return self._repropose_if_lost(future, group_id, command, deadline, local_only)
+        if local_only:
+            return _failed(Unavailable(f"node {self.node_id} does not lead shard {group_id}; "
+                                       "the command was not executed, retry"))
         if leader in (0, self.node_id):
-            return self._park_leaderless(group_id, command)
-        return self.forwarder.forward(leader, group_id, command)
+            return self._park(group_id, command, deadline, local_only)
+        return self._forward_to_leader(leader, group_id, command, deadline)
 
-    def _park_leaderless(self, group_id: int, command: bytes) -> asyncio.Future[Result]:
-        """No leader is known (an election is in progress): hold the write,
-        bounded in count and time, until one is (see `_retry_leaderless`)."""
+    def _forward_to_leader(self, leader: int, group_id: int, command: bytes,
+                           deadline: float | None) -> asyncio.Future[Result]:
+        """Forward to the leader; when it answers that it did not execute the
+        write (it just lost the lead), wait for the next tick and try again
+        (`_park`), until the deadline."""
+        try:
+            forwarded = self.forwarder.forward(leader, group_id, command)
+        except Busy as error:
+            return _failed(error)
+        outer: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        due = time.monotonic() + limits.leaderless_wait_s if deadline is None else deadline
+
+        def done(finished: asyncio.Future[Result]) -> None:
+            if outer.done():
+                return
+            if finished.cancelled():
+                outer.cancel()
+                return
+            error = finished.exception()
+            if error is None:
+                outer.set_result(finished.result())
+            elif _not_executed(error) and time.monotonic() < due and not self._stopping:
+                self.stats["forwards_retried"] += 1
+                _chain(self._park(group_id, command, due, False), outer)
+            else:
+                fail_quietly(outer, error)
+
+        forwarded.add_done_callback(done)
+        return outer
+
+    def _repropose_if_lost(self, proposal: asyncio.Future[Result], group_id: int,
+                           command: bytes, deadline: float | None,
+                           local_only: bool) -> asyncio.Future[Result]:
+        outer: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        due = time.monotonic() + limits.leaderless_wait_s if deadline is None else deadline
+
+        def done(finished: asyncio.Future[Result]) -> None:
+            if outer.done():
+                return
+            if finished.cancelled():
+                outer.cancel()
+                return
+            error = finished.exception()
+            if error is None:
+                outer.set_result(finished.result())
+            elif isinstance(error, NotCommitted) and time.monotonic() < due \
+                    and not self._stopping:
+                self.stats["writes_reproposed"] += 1
+                _chain(self._write(group_id, command, due, local_only=local_only), outer)
+            else:
+                fail_quietly(outer, error)
+
+        proposal.add_done_callback(done)
+        return outer
+
+    def _park(self, group_id: int, command: bytes, deadline: float | None,
+              local_only: bool) -> asyncio.Future[Result]:
+        """The group cannot take the write now (no leader known, a transfer in
+        progress, a full window): hold it, bounded in count and time, and try
+        again every tick (see `_retry_parked`)."""
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            return _failed(Unavailable(f"shard {group_id} could not take the write in time "
+                                       "(election or leadership transfer); the command was "
+                                       "not executed, retry"))
         if self._leaderless_count >= limits.leaderless_writes_max:
             return _failed(Busy(f"shard {group_id} has no leader and too many writes wait "
                                 "for one; not executed, retry"))
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        deadline = time.monotonic() + limits.leaderless_wait_s
+        due = now + limits.leaderless_wait_s if deadline is None else deadline
         self._leaderless.setdefault(group_id, collections.deque()).append(
-            (deadline, command, future))
+            (due, command, future, local_only))
         self._leaderless_count += 1
         return future
 
-    def _retry_leaderless(self, now: float) -> None:
+    def _retry_parked(self, now: float) -> None:
         for group_id in list(self._leaderless):
             replica = self.replicas[group_id]
             waiting = self._leaderless.pop(group_id)
             self._leaderless_count -= len(waiting)
             known = replica.role is Role.LEADER or replica.leader not in (0, self.node_id)
-            for deadline, command, future in waiting:
+            for deadline, command, future, local_only in waiting:
                 if future.done():
                     continue  # the client went away
-                if known or self._stopping:
-                    _chain(self._write(group_id, command), future)
-                elif deadline <= now:
-                    fail_quietly(future, Unavailable(
-                        f"shard {group_id} has no leader (election in progress); "
-                        "the command was not executed, retry"))
+                if known or self._stopping or deadline <= now:
+                    _chain(self._write(group_id, command, deadline, local_only=local_only),
+                           future)
                 else:
                     self._leaderless.setdefault(group_id, collections.deque()).append(
-                        (deadline, command, future))
+                        (deadline, command, future, local_only))
                     self._leaderless_count += 1
 
     def _forward_elsewhere(self, group_id: int, command: bytes) -> asyncio.Future[Any]:
@@ -765,6 +845,16 @@ class Node:
             raise Unavailable(f"unexpected count answer for shard {shard_id}; retry")
         return answer
 
+    def last_split(self, shard_id: int) -> tuple[int, int, int] | None:
+        """(old end, cut, child) of the latest split the shard's replicas applied."""
+        found = self._store.get(storage_id(shard_id), RANGE_KEY)
+        if found is None:
+            return None
+        try:
+            return decode_range_record(found[0])[1]
+        except (ValueError, TypeError, IndexError, msgpack.UnpackException):
+            return None
+
     def shard_keys(self, shard_id: int) -> int:
         """Keys of a hosted shard in this node's store."""
         return self._local_count(shard_id)
@@ -896,22 +986,9 @@ class Node:
                 f"node {self.node_id} does not lead shard {request.group_id}; "
                 "the command was not executed, retry"))
             return
-        refused = self._refuse_bad_split(replica, request.command)
-        if refused is not None:
-            self.forwarder.answer_error(sender, request.request_id, refused)
-            return
-        try:
-            future = replica.propose(request.command)
-        except NotLeader:
-            self.forwarder.answer_error(sender, request.request_id, Unavailable(
-                f"node {self.node_id} lost the lead of shard {request.group_id}; "
-                "the command was not executed, retry"))
-            return
-        except ServiceError as error:
-            self.forwarder.answer_error(sender, request.request_id, error)
-            return
-        self.forwarder.answer_when_done(sender, request.request_id, future)
-        self._work.set()
+        self.forwarder.answer_when_done(sender, request.request_id,
+                                        self._write(request.group_id, request.command,
+                                                    local_only=True))
 
     def _answer_local(self, sender: int, request: ForwardRequest, replica: Replica) -> bool:
         """Answer a forwarded COUNT or SCAN of one shard from the local store."""
@@ -1003,6 +1080,12 @@ SCAN_MARKER = b"\x00scan:"
 READ_MARKER = b"\x00read:"
 """Prefix of a forwarded linearizable read (never the start of a KV command,
 which is a msgpack array)."""
+
+
+def _not_executed(error: BaseException) -> bool:
+    """An answer that promises the write had no effect (safe to send again)."""
+    text = str(error)
+    return "not executed" in text or "not committed" in text
 
 
 def _members(replica: Replica) -> frozenset[int]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import random
 import re
@@ -10,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -175,3 +178,45 @@ def test_leader_kill_restart_catch_up(cluster: LocalCluster) -> None:
 @pytest.mark.slow
 def test_sixty_second_fault_run(cluster: LocalCluster) -> None:
     run_faults(cluster, duration_s=60.0, kills=3, seed=23)
+
+
+def test_leadership_transfers_are_invisible_to_clients(cluster: LocalCluster) -> None:
+    """Writes that meet a transfer wait for the new leader instead of failing,
+    so a client without retries (like redis-benchmark) sees no error."""
+    errors: list[str] = []
+    written = 0
+    stop = threading.Event()
+
+    def writer(port: int) -> None:
+        nonlocal written
+        connection = redis.Redis(port=port, socket_timeout=10)
+        for i in itertools.count():
+            if stop.is_set() or i > 100_000:
+                break
+            try:
+                connection.set(f"transfer:{port}:{i}", "x")
+                written += 1
+            except redis.RedisError as error:
+                errors.append(str(error))
+        connection.close()
+
+    threads = [threading.Thread(target=writer, args=(port,)) for port in cluster.client_ports()]
+    for thread in threads:
+        thread.start()
+    moved = 0
+    try:
+        for round_ in range(8):
+            time.sleep(0.4)
+            leader = cluster.wait_for_leader(0, 10.0)
+            target = [n for n in cluster.node_ids() if n != leader][round_ % 2]
+            connection = redis.Redis(port=cluster.client_port(leader), socket_timeout=10)
+            with contextlib.suppress(redis.ResponseError):  # lost the lead meanwhile
+                connection.execute_command("CLUSTER", "TRANSFER", 0, target)
+                moved += 1
+            connection.close()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert moved >= 4 and written > 100
+    assert errors == [], errors[:5]

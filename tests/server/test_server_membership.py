@@ -10,6 +10,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -332,3 +333,33 @@ def test_membership_soak(tmp_path: Path) -> None:
         if not result.valid:
             workload.history.to_jsonl(tmp_path / "history.jsonl")
         assert result.valid, (tmp_path / "history.jsonl", result.violations[:3])
+
+
+def test_concurrent_splits_get_distinct_shards(tmp_path: Path) -> None:
+    cluster = LocalCluster(3, tmp_path, find_base_port(3, start=27000), shards=4,
+                           options={"split_keys_max": 0})
+    with cluster:
+        cluster.start()
+        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
+        admin = ClusterAdmin(addresses)
+        admin.wait_converged(60.0)
+        client = Client(addresses)
+        for i in range(300):
+            client.set(f"key{i}", f"value{i}")
+        results: dict[int, dict[str, object]] = {}
+
+        def split(shard: int) -> None:
+            results[shard] = ClusterAdmin([addresses[shard]]).split(shard)
+
+        threads = [threading.Thread(target=split, args=(shard,)) for shard in (0, 1, 2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        children = sorted(int(str(r["child"])) for r in results.values())
+        assert len(children) == 3 and len(set(children)) == 3, results
+        states = admin.wait_converged(30.0)
+        assert sorted(s.shard for s in states) == [0, 1, 2, 3, *children]
+        assert all(client.get(f"key{i}") == f"value{i}".encode() for i in range(300))
+        assert int(admin.call("DBSIZE")) == 300
+        client.close()
