@@ -156,7 +156,7 @@ class Node:
                       "round_entries_max": 0, "messages_sent": 0, "messages_dropped": 0,
                       "writes": 0, "reads": 0, "stale_reads": 0, "ticks": 0,
                       "unknown_group_messages": 0, "forwarded_elsewhere": 0,
-                      "writes_reproposed": 0, "forwards_retried": 0}
+                      "writes_reproposed": 0, "forwards_retried": 0, "reads_retried": 0}
         self.batch_sizes: list[int] = []
 
     # -- lifecycle ------------------------------------------------------------------
@@ -765,26 +765,53 @@ class Node:
         self._work.set()
         return future
 
-    def _fenced_read(self, replica: Replica, key: bytes) -> asyncio.Future[ReadValue]:
+    def _fenced_read(self, replica: Replica, key: bytes,
+                     deadline: float | None = None) -> asyncio.Future[ReadValue]:
         """A linearizable read that fails (retry) if, by the time it is served,
-        a split has moved the key out of the group."""
-        read = replica.read(key)
-        result: asyncio.Future[ReadValue] = asyncio.get_running_loop().create_future()
-        storage = replica.storage_id
+        a split has moved the key out of the group. A read the group could not
+        serve (no leader known, a transfer, a lost ReadIndex round) is issued
+        again on the next tick until `leaderless_wait_s`: reads have no
+        effect, so trying again is always safe."""
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[ReadValue] = loop.create_future()
+        due = time.monotonic() + limits.leaderless_wait_s if deadline is None else deadline
+        group_id = replica.group_id
+
+        def again() -> None:
+            current = self.replicas.get(group_id)
+            if result.done():
+                return
+            if current is None or self._stopping:
+                fail_quietly(result, Unavailable(f"shard {group_id} is not served here any "
+                                                 "more; retry"))
+                return
+            _chain(self._fenced_read(current, key, due), result)
+            self._work.set()
 
         def check(done: asyncio.Future[ReadValue]) -> None:
             if result.done():
                 return
             if done.cancelled():
                 result.cancel()
-            elif done.exception() is not None:
-                fail_quietly(result, done.exception())  # type: ignore[arg-type]
-            elif not self._fenced.in_range(storage, key):
+                return
+            error = done.exception()
+            if error is not None:
+                if isinstance(error, ServiceError) and time.monotonic() < due \
+                        and not self._stopping:
+                    self.stats["reads_retried"] += 1
+                    loop.call_later(self.config.tick_ms / 1000, again)
+                else:
+                    fail_quietly(result, error)
+            elif not self._fenced.in_range(replica.storage_id, key):
                 fail_quietly(result, Unavailable(
-                    f"the key moved out of shard {replica.group_id} (split); retry"))
+                    f"the key moved out of shard {group_id} (split); retry"))
             else:
                 result.set_result(done.result())
 
+        try:
+            read = replica.read(key)
+        except Busy as error:
+            read = _failed(error)
         read.add_done_callback(check)
         return result
 
