@@ -412,7 +412,7 @@ class Membership:
         REMOVENODE id | REBALANCE [DRYRUN]: a JSON answer."""
         sub = arguments[0].upper()
         words = [a.decode("utf-8", "replace") for a in arguments[1:]]
-        if sub == b"MAP":
+        if sub == b"MAP" and not words:
             return _json(mapcodec_dict(await self.read_map()))
         if sub == b"ADDNODE" and 3 <= len(words) <= 5:
             record = node_record(_int(words[0]), words[1], words[2],

@@ -220,3 +220,33 @@ def test_leadership_transfers_are_invisible_to_clients(cluster: LocalCluster) ->
             thread.join(30)
     assert moved >= 4 and written > 100
     assert errors == [], errors[:5]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), [
+    (["CLUSTER", "SPLIT", "abc"], "ERR expected an integer, got 'abc'"),
+    (["CLUSTER", "SPLIT", "999"], "ERR no shard 999"),
+    (["CLUSTER", "SPLIT", "0", "0"], "ERR split point 0 is not inside shard 0's range"),
+    (["CLUSTER", "REMOVENODE", "99"], "ERR no node 99"),
+    (["CLUSTER", "REMOVENODE", "2"], "ERR node 2 still holds"),
+    (["CLUSTER", "ADDNODE", "x", "h:1", "h:2"], "ERR expected an integer, got 'x'"),
+    (["CLUSTER", "ADDNODE", "2", "h:1", "h:2"], "ERR node id 2 is taken"),
+    (["CLUSTER", "REBALANCE", "NOW"], "ERR syntax error: CLUSTER REBALANCE [DRYRUN]"),
+    (["CLUSTER", "MAP", "extra"], "ERR unknown CLUSTER subcommand or wrong arguments: MAP"),
+])
+def test_cluster_admin_errors_are_one_line_and_change_nothing(
+        cluster: LocalCluster, arguments: list[str], expected: str) -> None:
+    connection = redis.Redis(port=cluster.client_port(1), socket_timeout=30)
+    before = json.loads(connection.execute_command("CLUSTER", "MAP"))
+    with pytest.raises(redis.ResponseError) as caught:
+        connection.execute_command(*arguments)
+    assert str(caught.value).startswith(expected.removeprefix("ERR ")), str(caught.value)
+    assert json.loads(connection.execute_command("CLUSTER", "MAP"))["version"] == before["version"]
+    connection.close()
+
+
+def test_add_node_cli_reports_an_unreachable_node(cluster: LocalCluster) -> None:
+    done = subprocess.run([sys.executable, "-m", "ringbolt", "cluster", "add-node",
+                           "127.0.0.1:9", "--cluster", f"127.0.0.1:{cluster.client_port(1)}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0 and "127.0.0.1:9" in done.stderr, done.stderr
