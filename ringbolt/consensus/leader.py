@@ -153,7 +153,7 @@ class LeaderRole:
             pr.learner = node in conf.learners
         self._self_progress = progress.get(self.node_id)
         if self._self_progress is not None:
-            self._self_progress.match = self.log.last_index
+            self._self_progress.match = self.log.stable
             self._self_progress.recent_active = True
         self._followers = [(n, progress[n]) for n in sorted(members) if n != self.node_id]
         self._voters = sorted(conf.voters)
@@ -286,9 +286,12 @@ class LeaderRole:
         this term (Raft Figure 8): older entries commit along with it."""
         log = self.log
         own = self._self_progress
-        if own is not None:  # our own log counts as soon as it is appended
-            own.match = log.last_index
-            own.next = own.match + 1
+        if own is not None:
+            # our own log counts once the driver has persisted it (`advance`),
+            # so the driver may send AppendEntries before its own fsync: an
+            # entry is never committed on fewer durable copies than a quorum
+            own.match = log.stable
+            own.next = log.last_index + 1
         progress = self.progress
         matches = [progress[v].match for v in self._voters]
         if not matches:

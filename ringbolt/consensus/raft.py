@@ -340,6 +340,10 @@ class Raft:
         if ready.entries:
             last = ready.entries[-1]
             self.log.stable_to(last.index, last.term)
+            leader_role = self.leader_role
+            if leader_role is not None and leader_role.maybe_commit() and (
+                    self.leader_role is leader_role):
+                leader_role.send_pending = True  # tell the followers the new commit
         if ready.committed_entries:
             self.log.applied_to(ready.committed_entries[-1].index)
 

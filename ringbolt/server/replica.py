@@ -11,7 +11,11 @@ The node runs the Ready contract for all of its replicas together, in rounds:
 2. `take_ready()` -> `persist(ready)`: append entries / hard state / snapshot
    metadata to the shared WAL (snapshots are installed into the store here);
 3. the node fdatasyncs the WAL ONCE for every replica's Ready of the round;
-4. the node sends every replica's `ready.messages`;
+   a leader's AppendEntries and heartbeats may leave before that sync
+   (`take_early_messages`): the core credits its own log only once `advance`
+   says it is durable, so a commit never rests on the leader's unsynced copy
+   (Raft thesis 10.2.1), and the followers' fsyncs overlap the leader's;
+4. the node sends every replica's (remaining) `ready.messages`;
 5. `apply(ready)`: committed entries go to the store in one LMDB transaction,
    proposal futures complete, read states are served; then `core.advance`.
 
@@ -41,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ringbolt.consensus.messages import AppendRequest, Heartbeat
 from ringbolt.consensus.types import (
     ConsensusCore,
     Entry,
@@ -147,10 +152,16 @@ class Replica:
         self.leader = 0
         self.role = Role.FOLLOWER
         self.term = 0
+        self.leader_terms: dict[int, int] = {}
+        """Rounds appended to the WAL whose sync has not completed and whose
+        Ready was taken as leader: id(ready) -> term."""
+        self.durable_leader_term = 0
+        """Highest term in which a Ready taken as leader has been synced: from
+        then on the term and our vote in it are durable."""
         self.stats = {"proposals": 0, "proposals_dropped": 0, "applied_entries": 0,
                       "apply_batches": 0, "reads": 0, "read_batches": 0, "not_committed": 0,
                       "timeouts": 0, "snapshots_taken": 0, "snapshots_installed": 0,
-                      "leader_changes": 0}
+                      "leader_changes": 0, "messages_early": 0}
 
     # -- submissions (called from client and peer callbacks) --------------------
 
@@ -218,6 +229,36 @@ class Replica:
             self.term = ready.soft_state.term
         return ready
 
+    def take_early_messages(self, ready: Ready) -> list[Any]:
+        """The messages of `ready` that may be sent before the WAL sync of
+        this round, removed from `ready.messages` (call after `persist`).
+
+        Only a leader's AppendEntries and heartbeats qualify, and only once a
+        round it led in this term has been synced (so the term and its vote
+        are durable and the Ready changes at most the commit index): they
+        promise nothing about this node's own unsynced state (the core counts
+        its own log for commit only after `advance`). Votes, responses and
+        anything sent in a new term wait for the sync."""
+        if self.role is not Role.LEADER or not ready.messages:
+            return []
+        if self.durable_leader_term != self.term:
+            return []
+        hard_state = ready.hard_state
+        if hard_state is not None and hard_state.term != self.term:
+            return []
+        early: list[Any] = []
+        rest: list[Any] = []
+        term = self.term
+        for message in ready.messages:
+            if isinstance(message, (AppendRequest, Heartbeat)) and message.term == term:
+                early.append(message)
+            else:
+                rest.append(message)
+        if early:
+            ready.messages = rest
+            self.stats["messages_early"] += len(early)
+        return early
+
     def persist(self, ready: Ready) -> None:
         """Step 1 of the contract, without the sync (the node syncs once per round)."""
         snapshot = ready.snapshot
@@ -232,6 +273,8 @@ class Replica:
             self.unsynced[id(ready)] = 0  # nothing is durable-only applied meanwhile
         elif ready.entries:
             self.unsynced[id(ready)] = ready.entries[0].index
+        if self.role is Role.LEADER:
+            self.leader_terms[id(ready)] = self.term
         if ready.entries or ready.hard_state is not None or snapshot is not None:
             self.log.append(self.storage_id, entries=ready.entries, hard_state=ready.hard_state,
                             snapshot_meta=None if snapshot is None else snapshot.meta)
@@ -252,6 +295,9 @@ class Replica:
                 return  # an earlier round still has entries to apply after its sync
         else:
             self.unsynced.pop(id(ready), None)  # its sync has completed
+            leader_term = self.leader_terms.pop(id(ready), 0)
+            if leader_term > self.durable_leader_term:
+                self.durable_leader_term = leader_term
         if entries:
             assert entries[0].index == self.applied + 1, "committed entries must be contiguous"
             results = self.store.apply(self.storage_id, entries)
