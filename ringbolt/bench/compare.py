@@ -51,11 +51,18 @@ class Shape:
 
 def measure(addresses: list[tuple[str, int]], shape: Shape, clients: int,
             protocol: str = "resp") -> dict[str, Any]:
-    spec = LoadSpec(addresses=tuple(addresses), protocol=protocol, clients=clients, procs=min(shape.procs, clients),
+    zookeeper = protocol == "zookeeper"
+    spec = LoadSpec(addresses=tuple(addresses), protocol="resp" if zookeeper else protocol,
+                    clients=clients, procs=min(shape.procs, clients),
                     keys=shape.keys, value_size=shape.value_size, reads=shape.reads,
                     duration_s=shape.duration_s, warmup_s=shape.warmup_s,
                     pipeline=shape.pipeline, max_time_s=shape.warmup_s + shape.duration_s + 60)
-    report = run_load(spec)
+    if zookeeper:
+        from ringbolt.bench.zookeeper import run_zk_load
+
+        report = run_zk_load(spec)
+    else:
+        report = run_load(spec)
     keep = ("ops_per_s", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "ops",
             "error_total", "errors", "client_cpu_s", "client_cpu_per_op_us", "elapsed_s")
     row = report.to_json()

@@ -14,8 +14,8 @@ every system; etcd, ZooKeeper and PySyncObj would each need their own
 client driver; etcd is driven through its v3 JSON gateway over HTTP/1.1
 keep-alive connections by the same load generator (`protocol="etcd"`);
 PySyncObj has no client protocol, so each of its 3 processes runs
-`ringbolt.bench.pysyncobj_node` (a RESP front end over a ReplDict); the
-ZooKeeper driver is not written yet, so it is skipped with that reason
+`ringbolt.bench.pysyncobj_node` (a RESP front end over a ReplDict);
+ZooKeeper is started and driven (with kazoo) by `ringbolt.bench.zookeeper`
 (see docs/benchmarks.md).
 
     ringbolt   3 nodes via LocalCluster, one shard, fsync on; clients are
@@ -24,6 +24,7 @@ ZooKeeper driver is not written yet, so it is skipped with that reason
     redis-aof-off     Debian redis-server, no AOF and no RDB snapshots
     etcd       3 members of Debian etcd-server (3.4), defaults (fsync on)
     pysyncobj  3 PySyncObj processes with a RESP front end (no fsync)
+    zookeeper  3 servers of Debian zookeeper (3.8), defaults (fsync on), kazoo
 """
 
 from __future__ import annotations
@@ -226,6 +227,12 @@ def pysyncobj(scratch: Path) -> Iterator[list[Address]]:
         log.close()
 
 
+def zookeeper(scratch: Path) -> AbstractContextManager[list[Address]]:
+    from ringbolt.bench.zookeeper import ensemble  # imports this module
+
+    return ensemble(scratch)
+
+
 def unsupported(reason: str) -> Callable[[Path], AbstractContextManager[list[Address]]]:
     @contextmanager
     def start(scratch: Path) -> Iterator[list[Address]]:
@@ -243,9 +250,9 @@ SYSTEMS: dict[str, Callable[[Path], AbstractContextManager[list[Address]]]] = {
     "redis-aof-always": lambda scratch: redis(scratch, aof_always=True),
     "redis-aof-off": lambda scratch: redis(scratch, aof_always=False),
     "etcd": etcd,
-    "zookeeper": unsupported(f"zookeeper {NO_DRIVER}"),
+    "zookeeper": zookeeper,
     "pysyncobj": pysyncobj,
 }
 
 # The load generator's wire protocol per system (default RESP).
-PROTOCOL = {"etcd": "etcd"}
+PROTOCOL = {"etcd": "etcd", "zookeeper": "zookeeper"}

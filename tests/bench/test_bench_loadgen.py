@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
+from ringbolt.bench import peers
 from ringbolt.bench.cli import bench
 from ringbolt.bench.compare import ratios, render_table
 from ringbolt.bench.histogram import LatencyHistogram
@@ -209,7 +210,8 @@ def test_ratios_and_table_from_a_synthetic_result() -> None:
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
-def test_compare_against_redis_without_aof() -> None:
+def test_compare_against_redis_without_aof(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(peers.SYSTEMS, "zookeeper", peers.unsupported("not started in this test"))
     result = CliRunner().invoke(bench, [
         "compare", "--systems", "redis-aof-off,zookeeper", "--duration", "2", "--warmup", "0.3",
         "--clients", "1", "--json"])
