@@ -194,7 +194,8 @@ class StateMachineStore:
         self, overlay: _EntryOverlay, entries: list[Entry], applied: int, term: int
     ) -> tuple[list[Result], int, int, int]:
         """The apply loop, with the hot path inlined: an unconditional PUT (SET
-        without NX/XX/GET) needs no read, so it skips decoding into a
+        without NX/XX/GET; encoded with or without the trailing `return_old`
+        False that `kv.commands.put` writes) needs no read, so it skips decoding into a
         `Command` and the overlay. Anything else -- or anything unusual about
         a PUT -- takes the general path through `ringbolt.kv.machine`;
         `tests/storage/test_engine.py` checks both agree on random commands."""
@@ -218,7 +219,7 @@ class StateMachineStore:
                 raw = None
             if (
                 type(raw) is list
-                and len(raw) == 7
+                and (len(raw) == 7 or (len(raw) == 8 and raw[7] is False))
                 and raw[1] == _OP_PUT
                 and raw[6] == _PUT_ALWAYS
                 and raw[0] == CODEC_VERSION
