@@ -55,6 +55,28 @@ class NamespaceCluster:
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.paused: set[int] = set()
         self._logs: dict[int, IO[bytes]] = {}
+        self._identity: dict[int, int] = {}
+        """Namespace -> id of the node running there, once a node was replaced."""
+        self._next_id = len(network.node_ids()) + 1
+        self.splits_done = 0
+
+    def identity(self, node: int) -> int:
+        """The id of the node in namespace `node` (a replacement gets a new id)."""
+        return self._identity.get(node, node)
+
+    def data_dir(self, node: int) -> Path:
+        return self.work_dir / f"n{node}"
+
+    def rejoin(self, node: int) -> int:
+        """Start a NEW node (fresh id, empty data, ``join = true``) in namespace
+        `node`, the others as its seeds; returns its id."""
+        assert not self.alive(node), f"node {node} is running"
+        self._identity[node] = new_id = self._next_id
+        self._next_id += 1
+        self.config_path(node).write_text(render_config(self.config(node)))
+        self.start(node)
+        self.wait_up(node)
+        return new_id
 
     def node_ids(self) -> list[int]:
         return self.network.node_ids()
@@ -66,18 +88,25 @@ class NamespaceCluster:
         return f"{self.network.address(node)}:{ADMIN_PORT}"
 
     def config(self, node: int) -> NodeConfig:
+        """Initial nodes list each other; a replacement (`rejoin`) lists the
+        running nodes as seeds and joins."""
+        joining = node in self._identity
         peers = {}
         for other in self.node_ids():
+            if joining and other != node and not self.alive(other):
+                continue
             host = self.network.address(other)
-            peers[other] = PeerConfig(node_id=other, address=Address(host, PEER_PORT),
-                                      client_address=Address(host, CLIENT_PORT),
-                                      admin_address=Address(host, ADMIN_PORT))
-        own = peers.pop(node)
+            peer_id = self.identity(other)
+            peers[peer_id] = PeerConfig(node_id=peer_id, address=Address(host, PEER_PORT),
+                                        client_address=Address(host, CLIENT_PORT),
+                                        admin_address=Address(host, ADMIN_PORT))
+        own = peers.pop(self.identity(node))
         assert own.client_address is not None
-        return NodeConfig(node_id=node, client_address=own.client_address,
+        return NodeConfig(node_id=self.identity(node), client_address=own.client_address,
                           peer_address=own.address, admin_address=own.admin_address,
-                          data_dir=self.work_dir / f"n{node}", peers=peers, fsync=self.fsync,
-                          replicas=min(len(self.node_ids()), REPLICAS_MAX), unsafe=self.unsafe)
+                          data_dir=self.data_dir(node), peers=peers, fsync=self.fsync,
+                          replicas=min(len(self.node_ids()), REPLICAS_MAX), unsafe=self.unsafe,
+                          join=joining)
 
     def config_path(self, node: int) -> Path:
         return self.work_dir / f"n{node}.toml"

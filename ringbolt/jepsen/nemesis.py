@@ -15,9 +15,10 @@ Kinds: partition-halves, partition-leader (isolate the leader),
 partition-ring (each node sees a majority, no two the same), partition-bridge
 (two halves joined by one node), partition-oneway (one node cannot send to
 the others), kill / kill-leader (SIGKILL, restart at heal), pause /
-pause-leader (SIGSTOP, SIGCONT at heal), slow (delay + loss on some nodes).
-Membership changes and shard moves plug in through `register_fault` once
-the cluster supports them.
+pause-leader (SIGSTOP, SIGCONT at heal), slow (delay + loss on some nodes),
+replace (drain a node; at heal remove it and add a new node in its place)
+and split (split a shard) -- the last two in membership.py. More kinds plug
+in through `register_fault`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ringbolt.jepsen import limits
+from ringbolt.jepsen import limits, membership
 from ringbolt.jepsen.cluster import NamespaceCluster
 
 Heal = Callable[[], None]
@@ -176,6 +177,8 @@ FAULTS: dict[str, Start] = {
     "pause": _pause(leader=False),
     "pause-leader": _pause(leader=True),
     "slow": _slow,
+    "replace": membership.replace,
+    "split": membership.split,
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -185,6 +188,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "kill": ("kill", "kill-leader"),
     "pause": ("pause", "pause-leader"),
     "leader": ("partition-leader", "kill-leader", "pause-leader"),
+    "membership": ("replace", "split"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -76,6 +77,26 @@ def test_short_run_is_valid_and_cleans_up(workload: str, tmp_path: Path) -> None
         assert (run_dir / name).is_file(), name
     assert len(History.from_jsonl(run_dir / "history.jsonl")) == 2 * summary["ops"]
     assert (run_dir / "logs" / "n1.log").stat().st_size > 0
+    _assert_clean()
+
+
+@needs_root
+@pytest.mark.timeout(180)
+def test_membership_changes_and_splits_during_the_run(tmp_path: Path) -> None:
+    """Nodes are replaced (drain, remove, a new node with a new id in the same
+    namespace, rebalance) and shards split while clients run: still valid."""
+    options = RunOptions(nodes=5, time_s=30.0, nemesis="membership", workload="register",
+                         out_dir=tmp_path, fsync=False)
+    summary = run_once(options, seed=7, log=lambda text: None)
+    assert summary["valid"] is True, summary["linearizability"]["violations"][:1]
+    assert summary["lost_writes"] == 0 and summary["nemesis_errors"] == []
+    events = [json.loads(line) for line in
+              (Path(summary["run_dir"]) / "nemesis.jsonl").read_text().splitlines()]
+    kinds = {event["kind"] for event in events}
+    assert kinds == {"replace", "split"}, events
+    assert any("new shard" in event["detail"] for event in events)
+    logs = "".join(path.read_text() for path in (Path(summary["run_dir"]) / "logs").iterdir())
+    assert "add_learner" in logs and "remove_node" in logs  # replicas really moved
     _assert_clean()
 
 
