@@ -184,7 +184,11 @@ class Membership:
         self.stats["maps_installed"] += 1
         self.node.ring = cluster_map.ring()
         for record in cluster_map.nodes:
-            if record.node_id != self.node_id and record.state is not NodeState.REMOVED:
+            if record.node_id == self.node_id:
+                continue
+            if record.state is NodeState.REMOVED:
+                self.node.forget_peer(record.node_id)
+            else:
                 self.node.set_peer_address(record.node_id, record.peer_address,
                                            record.client_address)
         self.sync_hosting()

@@ -47,7 +47,13 @@ from typing import Any
 
 from ringbolt import limits as project
 from ringbolt.consensus.codec import MessageDecodeError, decode_message, encode_message
-from ringbolt.consensus.messages import AppendRequest, Heartbeat, SnapshotChunk, VoteRequest
+from ringbolt.consensus.messages import (
+    AppendRequest,
+    Heartbeat,
+    ReadIndexRequest,
+    SnapshotChunk,
+    VoteRequest,
+)
 from ringbolt.consensus.raft import Raft, RaftConfig
 from ringbolt.consensus.types import (
     ConfState,
@@ -115,9 +121,13 @@ class Node(RequestPaths, Introspection):
         self.membership = Membership(self)
         self._client_addresses: dict[int, str] = {
             p.node_id: str(p.client_address) for p in config.peers.values() if p.client_address}
+        # a link silent for two of the longest election timeouts is dead (at least 1 s)
+        longest_election_s = 2 * config.election_timeout_ticks * config.tick_ms / 1000
         self.transport = Transport(config.node_id,
                                    {p.node_id: p.address for p in config.peers.values()},
-                                   self, random.Random(self.rng.random()))
+                                   self, random.Random(self.rng.random()),
+                                   silence_max_s=max(limits.peer_silence_max_s,
+                                                     2 * longest_election_s))
         self.forwarder = Forwarder(self.transport, time.monotonic)
         self._scan_cursors: dict[int, tuple[int, bytes]] = {}
         self._scan_ids = itertools.count(1)
@@ -301,6 +311,12 @@ class Node(RequestPaths, Introspection):
             set_peer = getattr(self.transport, "set_peer", None)
             if set_peer is not None:
                 set_peer(node_id, Address(host, int(port)))
+
+    def forget_peer(self, node_id: int) -> None:
+        """A node removed from the cluster: close its links (its address may
+        be reused by a new node with another id)."""
+        self._client_addresses.pop(node_id, None)
+        self.transport.remove_peer(node_id)
 
     def store_get(self, group_id: int, key: bytes) -> bytes | None:
         found = self._store.get(storage_id(group_id), key)
@@ -519,8 +535,14 @@ class Node(RequestPaths, Introspection):
         assert recipient != self.node_id, "a core addressed a message to itself"
         if self.transport.send_raft(recipient, group_id, encode_message(message)):
             self.stats["messages_sent"] += 1
-        else:
-            self.stats["messages_dropped"] += 1
+            return
+        self.stats["messages_dropped"] += 1
+        if isinstance(message, ReadIndexRequest):
+            # nobody retransmits a ReadIndex request: fail its reads now, so
+            # they are issued again on the next tick (requests.py)
+            replica = self.replicas.get(group_id)
+            if replica is not None:
+                replica.fail_waiting_reads()
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -599,3 +621,6 @@ class Node(RequestPaths, Introspection):
 
     def on_peer_lost(self, peer_id: int) -> None:
         self.forwarder.peer_lost(peer_id)
+        for replica in self.replicas.values():  # their ReadIndex answers cannot come
+            if replica.leader == peer_id:
+                replica.fail_waiting_reads()

@@ -341,6 +341,11 @@ class Replica:
         else:
             proposal.future.set_result(result)
 
+    def fail_waiting_reads(self) -> None:
+        """For the node: the ReadIndex requests of the waiting reads cannot be
+        answered (dropped, or their link to the leader closed)."""
+        self._fail_waiting_reads()
+
     def _fail_waiting_reads(self) -> None:
         """ReadIndex rounds in flight went to (or were led by) the previous
         leader and may never be answered: fail them now (reads have no effect,
