@@ -59,6 +59,10 @@ class NodeCollector:
             "reads": "Linearizable reads submitted",
             "stale_reads": "Stale (local) reads served",
             "ticks": "Raft ticks",
+            "forwarded_elsewhere": "Requests forwarded to a node hosting their shard",
+            "writes_reproposed": "Writes proposed again after a new leader overwrote them",
+            "forwards_retried": "Forwards sent again after the old leader did not execute them",
+            "reads_retried": "Reads issued again after an election or a transfer",
         }
         for name, help_text in counters.items():
             metric = CounterMetricFamily(f"ringbolt_{name}", help_text)
@@ -118,11 +122,22 @@ class NodeCollector:
                                       labels=["peer"])
         connected = GaugeMetricFamily("ringbolt_peer_connected", "1 if the link is up",
                                       labels=["peer"])
+        link_counters = {
+            "connects": "Connections dialled to a peer",
+            "silence_closes": "Links closed because a peer was silent too long",
+            "connect_timeouts": "Dials to a peer that timed out",
+            "keepalives_sent": "Keep-alive frames sent on an idle link",
+        }
+        links = {name: CounterMetricFamily(f"ringbolt_peer_{name}", text, labels=["peer"])
+                 for name, text in link_counters.items()}
         for peer_id, values in peers.items():
             queued.add_metric([str(peer_id)], float(values["queued"]))
             dropped.add_metric([str(peer_id)], float(values["dropped"]))
             connected.add_metric([str(peer_id)], 1.0 if values["connected"] else 0.0)
-        yield from (queued, dropped, connected)
+            for name, family in links.items():
+                if isinstance(values.get(name), (int, float)):
+                    family.add_metric([str(peer_id)], float(values[name]))
+        yield from (queued, dropped, connected, *links.values())
 
     def _groups(self) -> Iterator[Metric]:
         status = self.node.status()

@@ -91,6 +91,8 @@ def test_admin_status_metrics_and_cluster_status(cluster: LocalCluster) -> None:
                               ".read().decode())"], capture_output=True, text=True, timeout=30)
     assert "ringbolt_fsyncs_total" in metrics.stdout
     assert 'ringbolt_group_term{group="0"}' in metrics.stdout
+    assert re.search(r'ringbolt_peer_connects_total\{peer="1"\} [1-9]', metrics.stdout)
+    assert "ringbolt_writes_reproposed_total" in metrics.stdout
     base = str(cluster.base_port)
     done = subprocess.run([sys.executable, "-m", "ringbolt", "cluster", "status", "--base-port",
                            base, "--nodes", "3", "--json"], capture_output=True, text=True,
