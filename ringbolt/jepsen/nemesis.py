@@ -190,6 +190,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "leader": ("partition-leader", "kill-leader", "pause-leader"),
     "membership": ("replace", "split"),
 }
+MEMBERSHIP_KINDS = frozenset(GROUPS["membership"])
 
 
 def register_fault(kind: str, start: Start) -> None:
@@ -270,16 +271,27 @@ class Nemesis:
             self._active.append((kind, targets, detail, heal, started))
 
     def heal_all(self) -> None:
+        """Heal network, process and pause faults first (newest first), then
+        membership faults: finishing a membership change needs a cluster
+        whose nodes can reach each other."""
         with self._lock:
             active, self._active = self._active, []
-        for kind, targets, detail, heal, started in reversed(active):
-            try:
-                heal()
-            except Exception as error:  # noqa: BLE001 - logged; keep healing the rest
-                self.errors.append(f"{self.now_s():.3f} heal {kind}: {error}")
-            self.events.append(NemesisEvent(kind=kind, targets=targets, detail=detail,
-                                            start_s=started, stop_s=self.now_s()))
+        late = [fault for fault in active if fault[0] in MEMBERSHIP_KINDS]
+        for kind, targets, detail, heal, started in reversed(
+                [fault for fault in active if fault[0] not in MEMBERSHIP_KINDS]):
+            self._heal(kind, targets, detail, heal, started)
         with contextlib.suppress(Exception):
             self.cluster.network.heal()
         for node in self.cluster.node_ids():
             self.cluster.resume(node)
+        for kind, targets, detail, heal, started in late:
+            self._heal(kind, targets, detail, heal, started)
+
+    def _heal(self, kind: str, targets: tuple[int, ...], detail: str, heal: Heal,
+              started: float) -> None:
+        try:
+            heal()
+        except Exception as error:  # noqa: BLE001 - logged; keep healing the rest
+            self.errors.append(f"{self.now_s():.3f} heal {kind}: {error}")
+        self.events.append(NemesisEvent(kind=kind, targets=targets, detail=detail,
+                                        start_s=started, stop_s=self.now_s()))

@@ -357,3 +357,32 @@ def test_rejoin_times_come_from_the_node_logs(tmp_path: Path) -> None:
     assert rejoins == [pytest.approx(0.7), 0.0, pytest.approx(0.75), None, 0.0]
     summary = report.rejoin_summary([{"rejoin_s": r} for r in rejoins])
     assert summary["rejoin_s_max"] == pytest.approx(0.75)
+
+
+def test_membership_faults_are_healed_after_the_network_and_the_processes() -> None:
+    """Finishing a node replacement needs a connected cluster: a partition
+    started BEFORE it (so normally healed after it) is healed first."""
+    calls: list[str] = []
+
+    class Network:
+        def heal(self) -> None:
+            calls.append("network")
+
+    class Cluster:
+        network = Network()
+
+        def node_ids(self) -> list[int]:
+            return [1, 2, 3]
+
+        def resume(self, node: int) -> None:
+            calls.append(f"resume {node}")
+
+    chaos = nemesis.Nemesis(cluster=Cluster(), kinds=("partition-halves", "replace"),  # type: ignore[arg-type]
+                            rng=random.Random(1), started_at=0.0)
+    chaos._active = [("partition-halves", (1,), "", lambda: calls.append("partition"), 1.0),
+                     ("replace", (2,), "", lambda: calls.append("replace"), 2.0),
+                     ("kill", (3,), "", lambda: calls.append("kill"), 3.0)]
+    chaos.heal_all()
+    assert calls.index("replace") > calls.index("network") > calls.index("partition")
+    assert calls.index("replace") > calls.index("kill")
+    assert [e.kind for e in chaos.events][-1] == "replace"
