@@ -59,6 +59,7 @@ class Session:
     __slots__ = (
         "service", "registry", "client_id", "address", "name", "protocol", "authenticated",
         "readonly", "closing", "created_ms", "library_name", "library_version", "last_command",
+        "pending_writes", "pending_reads",
     )
 
     def __init__(self, service: KeyValueService, registry: ClientRegistry, client_id: int,
@@ -76,6 +77,10 @@ class Session:
         self.library_name = b""
         self.library_version = b""
         self.last_command = b""
+        self.pending_writes: list[asyncio.Future[Any]] = []
+        self.pending_reads: list[asyncio.Future[Any]] = []
+        """This connection's reads and writes still running: a read waits for
+        the writes before it, a write for the reads before it (`_in_order`)."""
 
 
 class ClientRegistry:
@@ -328,7 +333,61 @@ def _integer(session: Session, result: Result, context: object) -> bytes:
 
 def write(session: Session, keys: list[bytes], data: bytes, convert: Convert,
           context: object = None) -> Reply:
-    return defer(session, session.service.submit_write(keys, data), convert, context)
+    session.service.group_of(keys)  # CROSSSHARD now, not from a deferred submit
+    future = _in_order(session, session.pending_reads, session.pending_writes,
+                       lambda: session.service.submit_write(keys, data))
+    return defer(session, future, convert, context)
+
+
+def read(session: Session, key: bytes) -> asyncio.Future[Any]:
+    """Submit a read of `key` once this connection's earlier writes are done,
+    so that a pipelined GET sees the SET before it and not a SET after it:
+    the commands of one Redis connection take effect in order (replies come
+    back in order anyway). Costs nothing when no write is pending."""
+    service, stale = session.service, session.readonly
+    return _in_order(session, session.pending_writes, session.pending_reads,
+                     lambda: service.submit_read(key, stale=stale))
+
+
+def _in_order(session: Session, before: list[asyncio.Future[Any]],
+              mine: list[asyncio.Future[Any]],
+              submit: Callable[[], asyncio.Future[Any]]) -> asyncio.Future[Any]:
+    """`submit()` now if nothing of the other kind is pending on the
+    connection, else once all of it is done; the future joins `mine`. Both
+    lists are bounded by the connection's pending-replies bound."""
+    before[:] = [future for future in before if not future.done()]
+    mine[:] = [future for future in mine if not future.done()]
+    if not before:
+        future = submit()
+    else:
+        future = asyncio.get_running_loop().create_future()
+        waiting = list(before)
+
+        def go(_: asyncio.Future[Any]) -> None:
+            if future.done() or not all(f.done() for f in waiting):
+                return
+            try:
+                inner = submit()
+            except ServiceError as error:
+                future.set_exception(error)
+                return
+            inner.add_done_callback(lambda done: _copy_future(done, future))
+
+        for prerequisite in waiting:
+            prerequisite.add_done_callback(go)
+    mine.append(future)
+    return future
+
+
+def _copy_future(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
 
 
 # --- string commands ------------------------------------------------------------
@@ -336,7 +395,7 @@ def write(session: Session, keys: list[bytes], data: bytes, convert: Convert,
 @command("get", 2, "readonly", "fast", keys=(1, 1, 1))
 def _get(session: Session, arguments: list[bytes]) -> Reply:
     key = check_key(session, arguments[1])
-    future = session.service.submit_read(key, stale=session.readonly)
+    future = read(session, key)
     return defer(session, future, _read_value)
 
 
@@ -427,9 +486,10 @@ def _del(session: Session, arguments: list[bytes]) -> Reply:
     by_shard: dict[int, list[bytes]] = {}
     for key in keys:
         by_shard.setdefault(service.group_of([key]), []).append(key)
-    futures = [service.submit_write(group, kv.delete(*group, now_ms=now_ms))
-               for group in by_shard.values()]
-    return defer(session, _gathered(futures), _deleted_sum)
+    deleted = _in_order(session, session.pending_reads, session.pending_writes, lambda: _gathered(
+        [service.submit_write(group, kv.delete(*group, now_ms=now_ms))
+         for group in by_shard.values()]))
+    return defer(session, deleted, _deleted_sum)
 
 
 def _deleted_sum(session: Session, results: list[Result], context: object) -> bytes:
@@ -461,8 +521,7 @@ def _gathered(futures: list[asyncio.Future[Any]]) -> asyncio.Future[Any]:
 
 
 def _reads(session: Session, keys: list[bytes]) -> asyncio.Future[Any]:
-    service, stale = session.service, session.readonly
-    return _gathered([service.submit_read(check_key(session, key), stale=stale) for key in keys])
+    return _gathered([read(session, check_key(session, key)) for key in keys])
 
 
 def _mget_reply(session: Session, records: list[tuple[bytes, int] | None], context: object
@@ -523,7 +582,7 @@ def _strlen_reply(session: Session, record: tuple[bytes, int] | None, context: o
 
 @command("strlen", 2, "readonly", "fast", keys=(1, 1, 1))
 def _strlen(session: Session, arguments: list[bytes]) -> Reply:
-    future = session.service.submit_read(check_key(session, arguments[1]), stale=session.readonly)
+    future = read(session, check_key(session, arguments[1]))
     return defer(session, future, _strlen_reply)
 
 
@@ -533,7 +592,7 @@ def _type_reply(session: Session, record: tuple[bytes, int] | None, context: obj
 
 @command("type", 2, "readonly", "fast", keys=(1, 1, 1))
 def _type(session: Session, arguments: list[bytes]) -> Reply:
-    future = session.service.submit_read(check_key(session, arguments[1]), stale=session.readonly)
+    future = read(session, check_key(session, arguments[1]))
     return defer(session, future, _type_reply)
 
 
@@ -573,7 +632,7 @@ def _ttl_reply(session: Session, record: tuple[bytes, int] | None, unit_ms: obje
 
 
 def _ttl(session: Session, arguments: list[bytes], *, unit_ms: int) -> Reply:
-    future = session.service.submit_read(check_key(session, arguments[1]), stale=session.readonly)
+    future = read(session, check_key(session, arguments[1]))
     return defer(session, future, _ttl_reply, unit_ms)
 
 

@@ -139,6 +139,9 @@ class Node(RequestPaths, Introspection):
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._finishing: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._durable_votes: dict[int, tuple[int, int]] = {}
+        """(term, vote) of each group's latest hard state that was synced (or is
+        in the sync of a round that finishes before any later one sends)."""
         self._lock_file: Any = None
         self._wal: Any = None
         self._background_sync: asyncio.Task[None] | None = None
@@ -479,8 +482,10 @@ class Node(RequestPaths, Introspection):
         appended = 0
         for replica, ready in readies:
             replica.persist(ready)
-            must_sync = must_sync or ready.must_sync()
+            must_sync = self._needs_sync(replica.group_id, ready) or must_sync
             appended += len(ready.entries)
+            for message in replica.take_early_messages(ready):  # before our own fsync
+                self._send(replica.group_id, message)
         if appended:
             self.batch_sizes.append(appended)
             del self.batch_sizes[:-1000]
@@ -494,6 +499,23 @@ class Node(RequestPaths, Introspection):
         for replica, ready in readies:
             replica.apply(ready, durable_only=True)  # while the WAL syncs
         return readies, syncing
+
+    def _needs_sync(self, group_id: int, ready: Ready) -> bool:
+        """Entries, a snapshot, or a new term or vote must be on disk before
+        the round's messages leave; a hard state that only moves the commit
+        index need not be (after a crash the node learns the commit index
+        again from the leader), so it rides along with the next sync instead
+        of costing one -- the leader's second fsync per write at low load."""
+        if ready.entries or ready.snapshot is not None:
+            return True
+        hard = ready.hard_state
+        if hard is None:
+            return False
+        vote = (hard.term, hard.vote)
+        if self._durable_votes.get(group_id) == vote:
+            return False
+        self._durable_votes[group_id] = vote
+        return True
 
     async def _finish(self, readies: list[tuple[Replica, Ready]],
                       syncing: asyncio.Future[None] | None,

@@ -105,21 +105,48 @@ async def settle() -> None:
 def test_replies_keep_request_order_when_completions_do_not() -> None:
     async def scenario() -> None:
         service = HeldService()
+        service.backend.data[b"a"] = (b"1", 0)
         connection, transport, _ = connect(service)
         connection.data_received(
-            encode_request([b"SET", b"a", b"1"]) + encode_request([b"PING"])
-            + encode_request([b"GET", b"a"]) + encode_request([b"ECHO", b"x"])
-            + encode_request([b"GET", b"b"]))
-        assert len(service.held) == 3
+            encode_request([b"GET", b"a"]) + encode_request([b"PING"])
+            + encode_request([b"GET", b"b"]) + encode_request([b"ECHO", b"x"])
+            + encode_request([b"GET", b"c"]))
+        assert len(service.held) == 3  # reads run concurrently
         assert transport.written == b""
         service.release(2)
         service.release(1)
         await settle()
-        assert transport.written == b""  # the head (SET) still waits
+        assert transport.written == b""  # the head (GET a) still waits
         service.release(0)
         await settle()
-        assert transport.replies() == [b"OK", b"PONG", b"1", b"x", None]
+        assert transport.replies() == [b"1", b"PONG", None, b"x", None]
         assert transport.writes == 1  # one write for the whole drained pipeline
+
+    asyncio.run(scenario())
+
+
+def test_commands_of_one_connection_take_effect_in_order() -> None:
+    """A read waits for the connection's earlier writes, a write for its
+    earlier reads: a pipelined GET sees the SET before it, not the one after."""
+    async def scenario() -> None:
+        service = HeldService()
+        connection, transport, _ = connect(service)
+        connection.data_received(
+            encode_request([b"SET", b"a", b"1"]) + encode_request([b"GET", b"a"])
+            + encode_request([b"SET", b"a", b"2"]) + encode_request([b"GET", b"a"]))
+        await settle()
+        assert len(service.held) == 1  # only the first SET was submitted
+        service.release(0)
+        await settle()
+        assert len(service.held) == 2  # then the GET; the second SET waits for it
+        service.release(1)
+        await settle()
+        assert len(service.held) == 3
+        service.release(2)
+        await settle()
+        service.release(3)
+        await settle()
+        assert transport.replies() == [b"OK", b"1", b"OK", b"2"]
 
     asyncio.run(scenario())
 

@@ -252,3 +252,22 @@ def test_add_node_cli_reports_an_unreachable_node(cluster: LocalCluster) -> None
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert done.stderr.strip().count("\n") == 0 and "127.0.0.1:9" in done.stderr, done.stderr
+
+
+def test_a_pipelined_read_sees_the_write_before_it_on_the_connection(
+        cluster: LocalCluster) -> None:
+    """As in Redis, commands of one connection take effect in order, also
+    when pipelined and on a node that must forward the writes."""
+    for port in cluster.client_ports():
+        connection = redis.Redis(port=port, socket_timeout=30)
+        pipe = connection.pipeline(transaction=False)
+        for i in range(200):
+            pipe.set(f"order:{port}:{i}", f"v{i}")
+            pipe.get(f"order:{port}:{i}")
+            pipe.set(f"order:{port}:{i}", f"w{i}")
+            pipe.mget(f"order:{port}:{i}", f"order:{port}:{i + 1}")
+        replies = pipe.execute()
+        for i in range(200):
+            assert replies[4 * i + 1] == f"v{i}".encode(), (port, i)
+            assert replies[4 * i + 3][0] == f"w{i}".encode(), (port, i)
+        connection.close()
