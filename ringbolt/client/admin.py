@@ -23,8 +23,8 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from ringbolt.client.policy import Action, classify
 from ringbolt.shard.leaders import plan_leader_moves
