@@ -333,7 +333,8 @@ def _integer(session: Session, result: Result, context: object) -> bytes:
 
 def write(session: Session, keys: list[bytes], data: bytes, convert: Convert,
           context: object = None) -> Reply:
-    session.service.group_of(keys)  # CROSSSHARD now, not from a deferred submit
+    if session.pending_reads:  # the submit may be deferred: CROSSSHARD now, not later
+        session.service.group_of(keys)
     future = _in_order(session, session.pending_reads, session.pending_writes,
                        lambda: session.service.submit_write(keys, data))
     return defer(session, future, convert, context)
@@ -349,14 +350,19 @@ def read(session: Session, key: bytes) -> asyncio.Future[Any]:
                      lambda: service.submit_read(key, stale=stale))
 
 
+_PRUNE_AT = 64
+
+
 def _in_order(session: Session, before: list[asyncio.Future[Any]],
               mine: list[asyncio.Future[Any]],
               submit: Callable[[], asyncio.Future[Any]]) -> asyncio.Future[Any]:
     """`submit()` now if nothing of the other kind is pending on the
     connection, else once all of it is done; the future joins `mine`. Both
     lists are bounded by the connection's pending-replies bound."""
-    before[:] = [future for future in before if not future.done()]
-    mine[:] = [future for future in mine if not future.done()]
+    if before:
+        before[:] = [future for future in before if not future.done()]
+    if len(mine) > _PRUNE_AT:  # amortized: not a list copy per request
+        mine[:] = [future for future in mine if not future.done()]
     if not before:
         future = submit()
     else:

@@ -525,11 +525,11 @@ class Membership:
             self._heal_task.add_done_callback(_log_failure)
             return
 
-    def moved(self, group_id: int) -> Moved:
+    def moved(self, group_id: int) -> ServiceError:
         """The redirect for a request on a shard this node does not host."""
         cluster_map = self.map
         if cluster_map is None:
-            return Unavailable(f"node {self.node_id} has not joined a cluster yet; retry")  # type: ignore[return-value]
+            return Unavailable(f"node {self.node_id} has not joined a cluster yet; retry")
         address = "unknown:0"
         try:
             shard = cluster_map.shard(group_id)
@@ -547,16 +547,18 @@ class Membership:
         return {"map_version": cluster_map.version,
                 "ring": [[s.start, s.shard_id] for s in cluster_map.shards],
                 "placement": {str(s.shard_id): list(s.replicas) for s in cluster_map.shards},
-                "map_nodes": [{"id": n.node_id, "address": n.client_address,
-                               "peer_address": n.peer_address, "dc": n.dc, "zone": n.zone,
-                               "state": n.state.name.lower()} for n in cluster_map.nodes]}
+                "map_nodes": _node_rows(cluster_map)}
+
+
+def _node_rows(cluster_map: ClusterMap) -> list[dict[str, object]]:
+    return [{"id": n.node_id, "address": n.client_address, "peer_address": n.peer_address,
+             "dc": n.dc, "zone": n.zone, "state": n.state.name.lower()}
+            for n in cluster_map.nodes]
 
 
 def mapcodec_dict(cluster_map: ClusterMap) -> dict[str, object]:
     return {"version": cluster_map.version, "replicas": cluster_map.replicas,
-            "nodes": [{"id": n.node_id, "peer_address": n.peer_address,
-                       "address": n.client_address, "dc": n.dc, "zone": n.zone,
-                       "state": n.state.name.lower()} for n in cluster_map.nodes],
+            "nodes": _node_rows(cluster_map),
             "shards": [{"id": s.shard_id, "start": s.start, "end": s.end,
                         "replicas": list(s.replicas), "version": s.version}
                        for s in cluster_map.shards]}
