@@ -19,6 +19,7 @@ tests and the benchmarks; it only ever signals processes it started.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import signal
 import socket
@@ -71,9 +72,14 @@ def find_base_port(nodes: int, start: int = 20000, stop: int = 32000, step: int 
 
 
 def fetch_json(address: str, path: str, timeout_s: float = 2.0) -> Any:
-    """GET http://address/path as JSON; raises OSError/ValueError when unreachable."""
-    with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout_s) as response:
-        return json.loads(response.read())
+    """GET http://address/path as JSON; raises OSError/ValueError when unreachable
+    or when what answers is not an admin HTTP server (e.g. a RESP client port)."""
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout_s) as response:
+            return json.loads(response.read())
+    except http.client.HTTPException as error:
+        raise ValueError(f"{address} does not answer HTTP ({type(error).__name__}: "
+                         f"{str(error).strip()[:80]}); is it the node's admin address?") from None
 
 
 class LocalCluster:

@@ -124,6 +124,19 @@ def test_cluster_status_reports_an_unreachable_node(cluster: LocalCluster) -> No
     assert "leader" in done.stdout  # the reachable node is still shown
 
 
+def test_cluster_status_given_a_client_port_says_so(cluster: LocalCluster) -> None:
+    """A RESP port is not an admin port: a one-line error, no traceback."""
+    client = f"127.0.0.1:{cluster.client_ports()[0]}"
+    done = subprocess.run([sys.executable, "-m", "ringbolt", "cluster", "status",
+                           "--address", client], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"error: node at {client} is unreachable: {client} does not "
+                                "answer HTTP"), errors[0]
+    assert "admin address" in errors[0]
+
+
 def run_faults(cluster: LocalCluster, duration_s: float, kills: int, seed: int) -> None:
     """Workload on every node while the leader of group 0 is SIGKILLed `kills` times."""
     workload = Workload(cluster.client_ports(), seed)
