@@ -60,6 +60,7 @@ from ringbolt.consensus.types import (
     ProposalDropped,
     ReadState,
     Snapshot,
+    new_entry,
 )
 
 if TYPE_CHECKING:
@@ -70,14 +71,6 @@ _PROBE = ProgressState.PROBE
 _SNAPSHOT = ProgressState.SNAPSHOT
 _NORMAL = EntryKind.NORMAL
 
-# The propose hot path builds entries field by field: a frozen dataclass's
-# generated __init__ costs twice as much (keyword parsing, then the same
-# object.__setattr__ calls). Valid only while Entry has exactly these fields
-# and no __post_init__; checked here and by tests/consensus/test_replication.py.
-_new_object = object.__new__
-_set_field = object.__setattr__
-assert [f for f in Entry.__dataclass_fields__] == ["term", "index", "kind", "data"]
-assert not hasattr(Entry, "__post_init__")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,12 +179,7 @@ class LeaderRole:
         if index - log.committed > limits.uncommitted_entries_max:
             raise ProposalDropped("too many uncommitted entries")
         term = self.term
-        entry = _new_object(Entry)  # Entry(term=, index=, data=) at half the cost, see below
-        _set_field(entry, "term", term)
-        _set_field(entry, "index", index)
-        _set_field(entry, "kind", _NORMAL)
-        _set_field(entry, "data", command)
-        entries.append(entry)
+        entries.append(new_entry(term, index, _NORMAL, command))
         self.send_pending = True
         return term, index
 

@@ -55,6 +55,28 @@ class Entry:
     data: bytes = b""
 
 
+# Hot paths (a leader's propose, a follower's decode, WAL replay) build
+# entries through the slot descriptors: a frozen dataclass's generated
+# __init__ costs ~2.5x as much (keyword parsing, then object.__setattr__ by
+# name per field). Valid only while Entry has exactly these fields and no
+# __post_init__, which is asserted here.
+assert list(Entry.__dataclass_fields__) == ["term", "index", "kind", "data"]
+assert not hasattr(Entry, "__post_init__")
+_new_object = object.__new__
+_set_term, _set_index, _set_kind, _set_data = (
+    getattr(Entry, name).__set__ for name in ("term", "index", "kind", "data"))
+
+
+def new_entry(term: int, index: int, kind: EntryKind, data: bytes) -> Entry:
+    """`Entry(term=term, index=index, kind=kind, data=data)`, faster."""
+    entry = _new_object(Entry)
+    _set_term(entry, term)
+    _set_index(entry, index)
+    _set_kind(entry, kind)
+    _set_data(entry, data)
+    return entry
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HardState:
     """What must survive a crash besides the log (Raft: currentTerm, votedFor)."""

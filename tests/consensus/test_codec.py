@@ -158,3 +158,16 @@ def test_bootstrap_conf_round_trip(conf: ConfState) -> None:
 def test_bad_conf_change_raises_typed_error(data: bytes) -> None:
     with pytest.raises(ConfChangeDecodeError):
         decode_conf_change(data)
+
+
+def test_new_entry_builds_an_ordinary_frozen_entry() -> None:
+    """The hot paths' constructor makes exactly what Entry(...) makes."""
+    import dataclasses
+
+    from ringbolt.consensus.types import new_entry
+
+    built = new_entry(3, 7, EntryKind.CONFIG, b"x")
+    assert built == Entry(term=3, index=7, kind=EntryKind.CONFIG, data=b"x")
+    assert hash(built) == hash(Entry(term=3, index=7, kind=EntryKind.CONFIG, data=b"x"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.term = 4  # type: ignore[misc]
