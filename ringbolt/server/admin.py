@@ -50,6 +50,7 @@ class NodeCollector:
         counters = {
             "rounds": "Driver rounds that handled at least one Ready",
             "fsyncs": "WAL fdatasync calls (one per round that persisted something)",
+            "fsyncs_inline": "WAL fdatasync calls made on the event loop (no round in flight)",
             "messages_sent": "Raft messages queued to peers",
             "messages_dropped": "Raft messages dropped (peer down or queue full)",
             "forwards_sent": "Client writes forwarded to a leader",

@@ -333,10 +333,18 @@ def _integer(session: Session, result: Result, context: object) -> bytes:
 
 def write(session: Session, keys: list[bytes], data: bytes, convert: Convert,
           context: object = None) -> Reply:
-    if session.pending_reads:  # the submit may be deferred: CROSSSHARD now, not later
-        session.service.group_of(keys)
-    future = _in_order(session, session.pending_reads, session.pending_writes,
-                       lambda: session.service.submit_write(keys, data))
+    pending_reads, pending_writes = session.pending_reads, session.pending_writes
+    if pending_reads:
+        pending_reads[:] = [future for future in pending_reads if not future.done()]
+    if not pending_reads:  # the common case, inline: no closure, no second call
+        if len(pending_writes) > _PRUNE_AT:
+            pending_writes[:] = [future for future in pending_writes if not future.done()]
+        future = session.service.submit_write(keys, data)
+        pending_writes.append(future)
+    else:
+        session.service.group_of(keys)  # the submit is deferred: CROSSSHARD now, not later
+        future = _in_order(session, pending_reads, pending_writes,
+                           lambda: session.service.submit_write(keys, data))
     return defer(session, future, convert, context)
 
 

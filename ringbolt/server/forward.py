@@ -31,6 +31,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ringbolt.kv.machine import CommandFailed, Result
 from ringbolt.server import limits
@@ -52,41 +53,73 @@ class RemoteError(ServiceError):
         Exception.__init__(self, line)
 
 
+@dataclass(slots=True)
+class Forward:
+    """One forwarded command awaiting its answer."""
+
+    future: asyncio.Future[Result]
+    deadline: float
+    leader: int
+    group_id: int
+    command: bytes
+    retry_until: float
+    """With a retry hook: until when a "not executed" answer may be retried."""
+
+
+RetryHook = Callable[[ServiceError, Forward], bool]
+"""Called with a forward's failure; True if it took over the forward's future
+(sending the command again later), else the future fails with the error."""
+
+
 class Forwarder:
-    def __init__(self, transport: Transport, clock: Callable[[], float]) -> None:
+    def __init__(self, transport: Transport, clock: Callable[[], float],
+                 retry: RetryHook | None = None) -> None:
         self.transport = transport
         self.clock = clock
-        self.inflight: dict[int, tuple[asyncio.Future[Result], float, int]] = {}
+        self.retry = retry
+        self.inflight: dict[int, Forward] = {}
         self._request_ids = itertools.count(time.time_ns())
         self.stats = {"forwards_sent": 0, "forwards_served": 0, "forward_timeouts": 0}
 
     # -- the requesting side -------------------------------------------------------
 
-    def forward(self, leader: int, group_id: int, command: bytes) -> asyncio.Future[Result]:
-        """Send `command` to `leader`; raises `Busy` when too many are in flight."""
+    def forward(self, leader: int, group_id: int, command: bytes, *,
+                retry_until: float = 0.0) -> asyncio.Future[Result]:
+        """Send `command` to `leader`; raises `Busy` when too many are in flight.
+        With `retry_until`, a failure that may be retried goes to the retry
+        hook first (one future per forward, whatever the retries)."""
         if len(self.inflight) >= limits.forwards_inflight_max:
             raise Busy("too many writes forwarded to the leader; not executed, retry")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        forward = Forward(future, self.clock() + limits.forward_timeout_s, leader, group_id,
+                          command, retry_until)
         request_id = next(self._request_ids)
         try:
             self.transport.send_forward_request(
                 leader, ForwardRequest(request_id=request_id, group_id=group_id, command=command))
         except Unavailable as error:
-            fail_quietly(future, error)
+            self._fail(forward, error)
             return future
-        self.inflight[request_id] = (future, self.clock() + limits.forward_timeout_s, leader)
+        self.inflight[request_id] = forward
         self.stats["forwards_sent"] += 1
         return future
 
+    def _fail(self, forward: Forward, error: ServiceError) -> None:
+        if forward.future.done():
+            return
+        if forward.retry_until and self.retry is not None and self.retry(error, forward):
+            return
+        fail_quietly(forward.future, error)
+
     def on_response(self, sender: int, response: ForwardResponse) -> None:
-        entry = self.inflight.get(response.request_id)
-        if entry is None:
+        forward = self.inflight.get(response.request_id)
+        if forward is None:
             return  # timed out already, or meant for a previous incarnation
-        future, _, leader = entry
-        if leader != sender:
+        if forward.leader != sender:
             raise MalformedFrame(f"answer to request {response.request_id} from node {sender}, "
                                  f"which was not asked")
         del self.inflight[response.request_id]
+        future = forward.future
         if future.done():
             return
         if response.status is ForwardStatus.OK:
@@ -94,37 +127,34 @@ class Forwarder:
         elif response.status is ForwardStatus.COMMAND_FAILED:
             future.set_result(CommandFailed(str(response.payload)))
         else:
-            fail_quietly(future, RemoteError(str(response.payload)))
+            self._fail(forward, RemoteError(str(response.payload)))
 
     def expire(self, now: float) -> None:
         while self.inflight:
-            request_id, (future, deadline, leader) = next(iter(self.inflight.items()))
-            if deadline > now:
+            request_id, forward = next(iter(self.inflight.items()))
+            if forward.deadline > now:
                 break
             del self.inflight[request_id]
             self.stats["forward_timeouts"] += 1
-            if not future.done():
-                fail_quietly(future, Unavailable(
-                    f"no answer from leader node {leader} within "
-                    f"{limits.forward_timeout_s:g} s; the outcome of the write is unknown"))
+            self._fail(forward, Unavailable(
+                f"no answer from leader node {forward.leader} within "
+                f"{limits.forward_timeout_s:g} s; the outcome of the write is unknown"))
 
     def peer_lost(self, peer: int) -> None:
         """The link to `peer` closed: its answers to what we forwarded can no
         longer arrive (a reconnect is a new link), so fail them now instead of
         at their deadline. They may have been applied: the outcome is unknown."""
-        lost = [request_id for request_id, (_, _, leader) in self.inflight.items()
-                if leader == peer]
+        lost = [request_id for request_id, forward in self.inflight.items()
+                if forward.leader == peer]
         for request_id in lost:
-            future, _, _ = self.inflight.pop(request_id)
-            if not future.done():
-                fail_quietly(future, Unavailable(
-                    f"lost the connection to leader node {peer}; "
-                    "the outcome of the write is unknown"))
+            self._fail(self.inflight.pop(request_id), Unavailable(
+                f"lost the connection to leader node {peer}; "
+                "the outcome of the write is unknown"))
 
     def fail_all(self, error: ServiceError) -> None:
-        for future, _, _ in self.inflight.values():
-            if not future.done():
-                fail_quietly(future, error)
+        for forward in self.inflight.values():
+            if not forward.future.done():
+                fail_quietly(forward.future, error)
         self.inflight.clear()
 
     # -- the answering (leader) side ---------------------------------------------------

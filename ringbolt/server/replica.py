@@ -105,10 +105,20 @@ class GroupStore(Protocol):
 
 
 @dataclass(slots=True)
-class _Proposal:
+class Proposal:
     term: int
     future: asyncio.Future[Result]
     deadline: float
+    command: bytes
+    retry_until: float
+    """Until when the node may propose `command` again if it is lost."""
+    local_only: bool
+    """Forwarded to us: never forward it further when proposing it again."""
+
+
+LostProposal = Callable[["Replica", Proposal], bool]
+"""Called when a new leader overwrote a proposal; True if it took over the
+proposal's future (proposing the command again), else the future fails."""
 
 
 @dataclass(slots=True)
@@ -121,7 +131,8 @@ class _ReadBatch:
 class Replica:
     def __init__(self, group_id: int, core: ConsensusCore, log: GroupLog, store: GroupStore,
                  *, clock: Callable[[], float],
-                 compact_every_entries: int = limits.compact_every_entries) -> None:
+                 compact_every_entries: int = limits.compact_every_entries,
+                 on_lost: LostProposal | None = None) -> None:
         self.group_id = group_id
         self.storage_id = storage_id(group_id)
         self.core = core
@@ -137,7 +148,9 @@ class Replica:
         """Index of the latest snapshot metadata + checkpoint written to the WAL."""
         self.snapshot_stale = self.applied > status.applied
         """Restored with a snapshot older than the store: replace it once caught up."""
-        self.proposals: dict[int, _Proposal] = {}
+        self.proposals: dict[int, Proposal] = {}
+        self.on_lost = on_lost
+        """The node's: proposes a lost command again (requests.py)."""
         self.read_batch: list[tuple[bytes, asyncio.Future[ReadValue]]] = []
         self.reads_waiting: dict[bytes, _ReadBatch] = {}
         """Batches whose ReadIndex round is in flight, by context."""
@@ -165,8 +178,11 @@ class Replica:
 
     # -- submissions (called from client and peer callbacks) --------------------
 
-    def propose(self, command: bytes) -> asyncio.Future[Result]:
-        """Raises `NotLeader` (caller forwards) or `Busy`."""
+    def propose(self, command: bytes, *, retry_until: float = 0.0,
+                local_only: bool = False) -> asyncio.Future[Result]:
+        """Raises `NotLeader` (caller forwards) or `Busy`. If a new leader
+        overwrites the entry before `retry_until`, `on_lost` may propose the
+        command again under the same future (clients see only latency)."""
         if len(self.proposals) >= limits.proposals_pending_max:
             raise Busy(f"shard {self.group_id} has too many writes in flight; retry")
         try:
@@ -177,7 +193,8 @@ class Replica:
                        "it was not executed, retry") from None
         assert index not in self.proposals, "the core reused an index it handed out"
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self.proposals[index] = _Proposal(term, future, self.clock() + limits.forward_timeout_s)
+        self.proposals[index] = Proposal(term, future, self.clock() + limits.forward_timeout_s,
+                                         command, retry_until, local_only)
         self.stats["proposals"] += 1
         return future
 
@@ -336,6 +353,8 @@ class Replica:
             return
         if proposal.term != entry.term or entry.kind is not EntryKind.NORMAL:
             self.stats["not_committed"] += 1
+            if self.on_lost is not None and self.on_lost(self, proposal):
+                return
             fail_quietly(proposal.future, NotCommitted(
                 "the write was not committed (leadership changed); retry"))
         else:

@@ -37,8 +37,15 @@ import msgpack
 from ringbolt.consensus.types import NotLeader, Role
 from ringbolt.kv.machine import Result
 from ringbolt.server import limits
+from ringbolt.server.forward import Forward
 from ringbolt.server.membership import MAP_KEY, META_GROUP_ID
-from ringbolt.server.replica import NotCommitted, ReadValue, Replica, fail_quietly, storage_id
+from ringbolt.server.replica import (
+    Proposal,
+    ReadValue,
+    Replica,
+    fail_quietly,
+    storage_id,
+)
 from ringbolt.server.service import Busy, CrossShard, ServiceError, Unavailable
 from ringbolt.server.split import RANGE_KEY, decode_range_record
 from ringbolt.server.transport import ForwardRequest, MalformedFrame
@@ -121,15 +128,18 @@ class RequestPaths:
             refused = self._refuse_bad_split(replica, command)
             if refused is not None:
                 return _failed(refused)
+            retry_until = (time.monotonic() + limits.leaderless_wait_s if deadline is None
+                           else deadline)
             try:
-                future = replica.propose(command)
+                future = replica.propose(command, retry_until=retry_until,
+                                         local_only=local_only)
             except NotLeader as error:
                 leader = error.leader_hint
             except Busy:  # a transfer in progress, or a full window: wait for it
                 return self._park(group_id, command, deadline, local_only)
             else:
                 self._work.set()
-                return self._repropose_if_lost(future, group_id, command, deadline, local_only)
+                return future  # a lost proposal is proposed again (`_propose_again`)
         if local_only:
             return _failed(Unavailable(f"node {self.node_id} does not lead shard {group_id}; "
                                        "the command was not executed, retry"))
@@ -142,37 +152,39 @@ class RequestPaths:
         """Forward to the leader; when it answers that it did not execute the
         write (it just lost the lead), wait for the next tick and try again
         (`_park`), until the deadline."""
+        retry_until = time.monotonic() + limits.leaderless_wait_s if deadline is None else deadline
         try:
-            forwarded = self.forwarder.forward(leader, group_id, command)
+            return self.forwarder.forward(leader, group_id, command, retry_until=retry_until)
         except Busy as error:
             return _failed(error)
-        return self._again_if(forwarded, "forwards_retried", _not_executed, deadline,
-                              lambda due: self._park(group_id, command, due, False))
 
-    def _again_if(self, first: asyncio.Future[Result], counter: str,
-                  retryable: Callable[[BaseException], bool], deadline: float | None,
-                  again: Callable[[float], asyncio.Future[Result]]) -> asyncio.Future[Result]:
-        """`first`'s outcome, except that a `retryable` failure before the
-        deadline is replaced by the outcome of `again(deadline)`."""
-        outer: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        due = time.monotonic() + limits.leaderless_wait_s if deadline is None else deadline
+    def _forward_again(self, error: ServiceError, forward: Forward) -> bool:
+        """`Forwarder.retry`: the leader answered that it did not execute the
+        write (it just lost the lead), or it could not be reached: wait for
+        the next tick and try again (`_park`), until the forward's deadline."""
+        if not _not_executed(error) or time.monotonic() >= forward.retry_until or self._stopping:
+            return False
+        self.stats["forwards_retried"] += 1
+        _then(self._park(forward.group_id, forward.command, forward.retry_until, False),
+              forward.future)
+        return True
 
-        def on_error(error: BaseException) -> bool:
-            if not retryable(error) or time.monotonic() >= due or self._stopping:
-                return False
-            self.stats[counter] += 1
-            _then(again(due), outer)
-            return True
+    def _propose_again(self, replica: Replica, proposal: Proposal) -> bool:
+        """`Replica.on_lost`: a new leader overwrote the proposal ("not
+        committed": it can never be applied); write the command again under
+        the same future, on the next loop iteration (not inside the apply that
+        found out), until its retry deadline."""
+        if self._stopping or time.monotonic() >= proposal.retry_until:
+            return False
+        self.stats["writes_reproposed"] += 1
 
-        _then(first, outer, on_error=on_error)
-        return outer
+        def again() -> None:
+            if not proposal.future.done():
+                _then(self._write(replica.group_id, proposal.command, proposal.retry_until,
+                                  local_only=proposal.local_only), proposal.future)
 
-    def _repropose_if_lost(self, proposal: asyncio.Future[Result], group_id: int,
-                           command: bytes, deadline: float | None,
-                           local_only: bool) -> asyncio.Future[Result]:
-        return self._again_if(
-            proposal, "writes_reproposed", lambda error: isinstance(error, NotCommitted),
-            deadline, lambda due: self._write(group_id, command, due, local_only=local_only))
+        asyncio.get_running_loop().call_soon(again)
+        return True
 
     def _park(self, group_id: int, command: bytes, deadline: float | None,
               local_only: bool) -> asyncio.Future[Result]:

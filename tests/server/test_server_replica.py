@@ -153,6 +153,40 @@ def test_proposals_complete_with_results_or_not_committed() -> None:
     asyncio.run(scenario())
 
 
+def test_a_lost_proposal_goes_to_the_node_with_its_command_and_retry_bounds() -> None:
+    """`on_lost` sees the overwritten proposal (command, retry deadline, whether
+    it was forwarded to us); when it takes over, the client's future stays
+    pending for the new attempt instead of failing."""
+    async def scenario() -> None:
+        lost: list[tuple[bytes, float, bool]] = []
+        take_over = [True]
+
+        def on_lost(replica: Replica, proposal: Any) -> bool:
+            lost.append((proposal.command, proposal.retry_until, proposal.local_only))
+            return take_over[0]
+
+        core, log = ScriptedCore(), MemoryLog()
+        replica = Replica(0, core, log, MemoryStore(), clock=lambda: 0.0,  # type: ignore[arg-type]
+                          on_lost=on_lost)
+        first = replica.propose(put(b"a", b"1"), retry_until=5.0, local_only=True)
+        second = replica.propose(put(b"b", b"2"), retry_until=7.0)
+        take_over[0] = True
+        core.readies.append(Ready(committed_entries=[
+            Entry(term=2, index=1, data=put(b"a", b"other"))]))
+        run_round(replica)
+        assert lost == [(put(b"a", b"1"), 5.0, True)]
+        assert not first.done()  # the node proposes it again under the same future
+        take_over[0] = False
+        core.readies.append(Ready(committed_entries=[
+            Entry(term=2, index=2, data=put(b"b", b"other"))]))
+        run_round(replica)
+        assert lost[1] == (put(b"b", b"2"), 7.0, False)
+        with pytest.raises(NotCommitted, match="not committed"):
+            second.result()
+
+    asyncio.run(scenario())
+
+
 def test_committed_entries_below_the_new_append_apply_before_the_sync() -> None:
     async def scenario() -> None:
         replica, core, _ = make([0.0])
