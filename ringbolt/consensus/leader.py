@@ -15,8 +15,9 @@ state, up to `inflight_msgs_max` pipelined batches of up to
 `entries_per_msg_max` entries / `bytes_per_msg_max` bytes in REPLICATE
 state, snapshot chunks (stop-and-wait) in SNAPSHOT state. Many proposals made
 between two Readys therefore travel in one message. The commit index reaches
-followers with the next AppendEntries or, if `flush` has none to send, with
-a heartbeat sent at once (`Progress.commit_sent` tracks what each was told).
+followers with the next AppendEntries or the next periodic heartbeat, never
+in a message of its own (`Progress.commit_sent` tracks what each was told;
+docs/raft.md says why).
 
 ReadIndex: a read records the commit index when it arrives and waits for
 the next heartbeat round (`read_seq`) to be acknowledged by a quorum, which
@@ -195,19 +196,16 @@ class LeaderRole:
         return self.term, index
 
     def flush(self) -> None:
-        """Send every follower what its progress allows; a follower that gets
-        no entries but lags in commit index gets a heartbeat carrying it."""
+        """Send every follower what its progress allows. A follower that gets
+        no entries learns a new commit index from the next heartbeat."""
         self.send_pending = False
         if len(self._voters) == 1:
             self.maybe_commit()  # nobody else to wait for
         self._maybe_start_read_round()
         send = self._send_append
-        committed = self.log.committed
         for node, pr in self._followers:
             while send(node, pr, False):
                 pass
-            if pr.commit_sent < committed and pr.commit_sent < pr.match:
-                self._send_heartbeat(node, pr, self.raft.ticks + 1)
 
     def _send_append(self, to: int, pr: Progress, send_if_empty: bool) -> bool:
         """Send one AppendEntries; True if the caller may send another at once."""

@@ -541,10 +541,16 @@ class Node(RequestPaths, Introspection):
         self._complete_round(readies)
 
     def _complete_round(self, readies: list[tuple[Replica, Ready]]) -> None:
-        """The round is durable: send its messages, apply, advance."""
+        """The round is durable: send its messages, apply, advance. The
+        messages leave before the apply (a follower's acknowledgement is on
+        the write's critical path; the apply is not)."""
+        sent = False
         for replica, ready in readies:
             for message in ready.messages:
                 self._send(replica.group_id, message)
+                sent = True
+        if sent:
+            self.transport.flush()
         for replica, ready in readies:
             replica.apply(ready)
             replica.advance(ready)

@@ -106,7 +106,12 @@ def test_an_acknowledgement_before_the_leaders_fsync_does_not_commit() -> None:
     assert leader.status().commit == index
     assert leader.has_ready()
     told = leader.ready()
-    assert any(getattr(m, "commit", 0) == index for m in told.messages)
+    assert told.committed_entries[-1].index == index  # the leader applies it now
+    leader.advance(told)
+    for _ in range(leader.config.heartbeat_ticks):  # followers learn it with the next heartbeat
+        leader.tick()
+    beat = leader.ready()
+    assert any(getattr(m, "commit", 0) == index for m in beat.messages)
 
 
 def test_a_fresh_leader_waits_for_its_first_sync() -> None:

@@ -220,3 +220,22 @@ def test_proposed_entries_are_ordinary_entries() -> None:
     assert hash(entry) == hash(Entry(term=term, index=index, data=b"payload"))
     with pytest.raises(AttributeError):
         entry.term = 9  # type: ignore[misc]
+
+
+def test_followers_learn_the_commit_index_with_the_next_append_or_heartbeat() -> None:
+    """No message is sent only to carry a new commit index (two sends and two
+    answers per write at low load): it rides on the next AppendEntries, or on
+    the next heartbeat when the leader is idle."""
+    net = Network([1, 2, 3])
+    net.elect(1)
+    net.propose(1, b"a")
+    net.sent.clear()
+    net.stabilize()
+    assert net.applied[1] == [b"a"]
+    assert net.applied[2] == [] and net.applied[3] == []
+    assert all(isinstance(m, (AppendRequest, AppendResponse)) for m in net.sent), net.sent
+    net.propose(1, b"b")
+    net.stabilize()
+    assert net.applied[2] == [b"a"]  # carried by the AppendEntries of b
+    net.tick(count=net.nodes[1].config.heartbeat_ticks)
+    assert net.applied[2] == [b"a", b"b"] and net.applied[3] == [b"a", b"b"]

@@ -21,7 +21,10 @@ def test_transfer_to_an_up_to_date_follower() -> None:
     assert net.nodes[3].term == term + 1
     assert net.nodes[1].leader == 3
     net.propose(3, b"b")
-    net.tick()
+    net.stabilize()
+    assert net.applied[3] == [b"a", b"b"]  # committed and applied on the new leader
+    # followers learn the new commit index with the next heartbeat
+    net.tick(count=net.nodes[3].config.heartbeat_ticks)
     assert net.applied[1] == [b"a", b"b"]
 
 
