@@ -101,17 +101,31 @@ def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> Non
             process.wait(grace_s)
 
 
+def apt_install(package: str, installed: Callable[[], bool]) -> bool:
+    """Install a Debian package when running as root with apt-get; on a fresh
+    machine (no package lists yet) run `apt-get update` once and try again.
+    True when `installed()` holds afterwards."""
+    if installed():
+        return True
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return False
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "install", "-y", package], ["apt-get", "update"],
+                    ["apt-get", "install", "-y", package]):
+        subprocess.run(command, check=False, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=900, env=environment)
+        if command[1] == "install" and installed():
+            return True
+    return False
+
+
 def redis_server_path() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "redis-server"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    if apt_install("redis-server", lambda: shutil.which("redis-server") is not None):
         found = shutil.which("redis-server")
-        if found:
-            return found
-    raise Skipped("redis-server is not installed (apt-get install -y redis-server)")
+        assert found is not None
+        return found
+    raise Skipped("redis-server is not installed and could not be (apt-get install -y "
+                  "redis-server, as root)")
 
 
 @contextmanager
@@ -149,14 +163,12 @@ def ringbolt(scratch: Path) -> Iterator[list[Address]]:
 
 
 def etcd_path() -> str:
-    found = shutil.which("etcd")
-    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "etcd-server"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    if apt_install("etcd-server", lambda: shutil.which("etcd") is not None):
         found = shutil.which("etcd")
-    if not found:
-        raise Skipped("etcd is not installed (apt-get install -y etcd-server)")
-    return found
+        assert found is not None
+        return found
+    raise Skipped("etcd is not installed and could not be (apt-get install -y etcd-server, "
+                  "as root)")
 
 
 def etcd_healthy(port: int) -> bool:

@@ -48,7 +48,15 @@ from typing import Any
 
 from ringbolt.bench.histogram import LatencyHistogram
 from ringbolt.bench.loadgen import LoadError, LoadReport, LoadSpec, WorkerResult, collect, merge
-from ringbolt.bench.peers import HOST, START_TIMEOUT_S, Address, Skipped, free_port, stop_process
+from ringbolt.bench.peers import (
+    HOST,
+    START_TIMEOUT_S,
+    Address,
+    Skipped,
+    apt_install,
+    free_port,
+    stop_process,
+)
 
 ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
 CLASSPATH = f"/etc/zookeeper/conf:{ZOOKEEPER_JAR}"
@@ -57,19 +65,10 @@ START_SESSION_TIMEOUT_S = 30.0
 
 
 def _install() -> None:
-    if shutil.which("java") and os.path.exists(ZOOKEEPER_JAR):
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise Skipped("zookeeper is not installed (Debian package `zookeeper`) and "
-                      "this is not root with apt-get")
-    for command in (["apt-get", "install", "-y", "zookeeper"], ["apt-get", "update"],
-                    ["apt-get", "install", "-y", "zookeeper"]):
-        subprocess.run(command, check=False, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=900,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if shutil.which("java") and os.path.exists(ZOOKEEPER_JAR):
-            return
-    raise Skipped("apt-get could not install zookeeper")
+    if not apt_install("zookeeper", lambda: bool(shutil.which("java"))
+                       and os.path.exists(ZOOKEEPER_JAR)):
+        raise Skipped("zookeeper is not installed and could not be (Debian package "
+                      "`zookeeper`, apt-get as root)")
 
 
 def _kazoo() -> None:
