@@ -179,15 +179,22 @@ class PeerLink:
     def queued(self) -> int:
         return len(self.raft) + len(self.requests) + len(self.responses)
 
+    @property
+    def up(self) -> bool:
+        """Connected, and the connection is not closing: between an abort (the
+        watchdog, a reset by the peer) and `run` noticing the loss, the
+        transport is still set but writing to it fails (uvloop raises)."""
+        return self.transport is not None and not self.transport.is_closing()
+
     def writable(self) -> bool:
-        return (self.transport is not None
+        return (self.up and self.transport is not None
                 and self.transport.get_write_buffer_size() < limits.peer_write_buffer_bytes_high)
 
     def flush(self) -> None:
         if not self.queued:
             return
         self.stats["queue_peak"] = max(self.stats["queue_peak"], self.queued)
-        if self.transport is None:
+        if not self.up:
             self.stats["dropped"] += len(self.raft) + len(self.responses)
             self.raft.clear()
             self.responses.clear()
@@ -195,6 +202,7 @@ class PeerLink:
             return
         if not self.writable():
             return  # keep the queue; `enqueue` drops once it is full
+        assert self.transport is not None
         chunks: list[bytes] = []
         step = limits.frame_msgs_max
         while self.queued:
@@ -547,12 +555,12 @@ class Transport:
 
     def connected(self, peer_id: int) -> bool:
         link = self.links.get(peer_id)
-        return link is not None and link.transport is not None
+        return link is not None and link.up
 
     def send_raft(self, peer_id: int, group_id: int, payload: bytes) -> bool:
         """Queue one Raft message; False if it was dropped (unknown peer, full queue)."""
         link = self.links.get(peer_id)
-        if link is None or link.transport is None or link.queued >= limits.peer_queue_msgs_max:
+        if link is None or not link.up or link.queued >= limits.peer_queue_msgs_max:
             if link is not None:
                 link.stats["dropped"] += 1
             return False
@@ -563,7 +571,7 @@ class Transport:
     def send_forward_request(self, peer_id: int, request: ForwardRequest) -> None:
         """Queue a forwarded write; raises `Unavailable`/`Busy` when it cannot be sent."""
         link = self.links.get(peer_id)
-        if link is None or link.transport is None:
+        if link is None or not link.up:
             raise Unavailable(f"leader node {peer_id} is unreachable; "
                               "the command was not executed, retry")
         if link.queued >= limits.peer_queue_msgs_max or not link.writable():
@@ -595,7 +603,7 @@ class Transport:
             now: float | None = asyncio.get_running_loop().time()
         except RuntimeError:  # read after the loop ended (tests, shutdown)
             now = None
-        peers = {peer_id: {**link.stats, "connected": link.transport is not None,
+        peers = {peer_id: {**link.stats, "connected": link.up,
                            "queued": link.queued,
                            "silent_s": (round(now - self.heard_at[peer_id], 3)
                                         if now is not None and peer_id in self.heard_at

@@ -7,6 +7,7 @@ import random
 import socket
 
 import pytest
+import uvloop
 
 from ringbolt.server import limits
 from ringbolt.server.config import Address
@@ -181,3 +182,33 @@ def test_queue_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
             await b.close()
 
     asyncio.run(scenario())
+
+
+def test_a_link_closing_under_a_flush_drops_instead_of_raising() -> None:
+    """Between an abort (the silence watchdog, a reset by the peer) and the
+    dialler noticing the loss, the link still holds the closed transport; a
+    flush in that window used to write to it, which uvloop refuses with a
+    RuntimeError that stopped the node (found by a Jepsen run)."""
+    async def scenario() -> None:
+        a, b, _, b_handler, _, _ = await pair()
+        try:
+            link = a.links[2]
+            assert link.transport is not None
+            link.transport.abort()
+            assert link.transport is not None  # not noticed yet: same loop iteration
+            assert not a.connected(2)
+            assert not a.send_raft(2, 0, b"late")  # dropped, counted
+            with pytest.raises(Unavailable, match="not executed"):
+                a.send_forward_request(2, ForwardRequest(request_id=1, group_id=0,
+                                                         command=b"c"))
+            link.raft.append([0, b"queued before the abort"])
+            a.flush()  # must not raise
+            assert link.queued == 0 and link.stats["dropped"] >= 2
+            await wait_for(lambda: a.connected(2))  # the dialler reconnects
+            assert a.send_raft(2, 0, b"after")
+            await wait_for(lambda: any(m == b"after" for _, _, m in b_handler.raft))
+        finally:
+            await a.close()
+            await b.close()
+
+    uvloop.run(scenario())
