@@ -7,8 +7,9 @@ the signal into `SystemExit` (so the runner's `finally` tears everything
 down, as it does for Ctrl-C), runs `--runs` runs and prints one line per run
 (or, with `--json`, one JSON object: the single run's summary, or for several
 runs {"valid", "runs": [...]} plus the summed counts). Exit status: 0 when
-every run is valid, 1 when one is invalid or unknown, 2 for setup problems
-(not root, bad options).
+every run is valid and no node stopped itself, 1 when a run is invalid or
+unknown or a node logged a CRITICAL failure (`node_failures` in the summary),
+2 for setup problems (not root, bad options).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def combine(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         valid = None
     total = {name: sum(s[name] for s in summaries)
              for name in ("ops", "ok", "fail", "info", "nemesis_events", "lost_writes")}
-    return {"valid": valid, **total, "runs": summaries}
+    failures = [f for s in summaries for f in s.get("node_failures", [])]
+    return {"valid": valid, **total, "node_failures": failures, "runs": summaries}
 
 
 @click.command(help="Fault-test real node processes in network namespaces (needs root).")
@@ -101,8 +103,10 @@ def jepsen(nodes: int, time_s: float, nemesis: str, workload: str, runs: int, se
             click.echo(f"seed {s['seed']}: {s['workload']} "
                        f"{ {True: 'VALID', False: 'INVALID', None: 'UNKNOWN'}[s['valid']] } "
                        f"ops {s['ops']} ok {s['ok']} fail {s['fail']} info {s['info']} "
-                       f"lost {s['lost_writes']} faults {s['nemesis_events']} | "
+                       f"lost {s['lost_writes']} faults {s['nemesis_events']} "
+                       f"node failures {len(s.get('node_failures', []))} | "
                        f"ok during: {availability} | all clients back after heal: mean "
                        f"{s['recovery']['all_clients_s_mean']} s max "
                        f"{s['recovery']['all_clients_s_max']} s | {s['run_dir']}")
-    sys.exit(0 if result["valid"] is True else EXIT_INVALID)
+    passed = result["valid"] is True and not result.get("node_failures")
+    sys.exit(0 if passed else EXIT_INVALID)

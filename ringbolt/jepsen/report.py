@@ -180,6 +180,26 @@ def rejoin_times(log_dir: Path, events: Sequence[NemesisEvent],
     return result
 
 
+NODE_FAILURES_MAX = 20
+
+
+def node_failures(log_dir: Path) -> list[dict[str, Any]]:
+    """CRITICAL lines of the node logs: a node that stopped itself (a failed
+    driver task, a failed WAL). Such a run may still have a valid history,
+    but it found a bug (or a broken disk), so it must not pass silently."""
+    found: list[dict[str, Any]] = []
+    for path in sorted(log_dir.glob("n*.log")):
+        if not path.stem[1:].isdigit():
+            continue
+        with path.open("r", errors="replace") as handle:
+            for line in handle:
+                if " CRITICAL " in line:
+                    found.append({"node_log": path.name, "line": line.strip()[:500]})
+                    if len(found) >= NODE_FAILURES_MAX:
+                        return found
+    return found
+
+
 def rejoin_summary(recoveries: list[dict[str, Any]]) -> dict[str, float | None]:
     values = [r["rejoin_s"] for r in recoveries if r.get("rejoin_s") is not None]
     return {"rejoin_s_mean": round(sum(values) / len(values), 3) if values else None,

@@ -155,8 +155,11 @@ def _exercise(options: RunOptions, seed: int, kinds: tuple[str, ...],
         "started_at_unix": round(started_at_unix, 3),
         "recoveries": recoveries,
         "converge_after_heal_s": None if converge_s is None else round(converge_s, 3),
+        "node_failures": report.node_failures(run_dir / "logs"),
         "run_dir": str(run_dir),
     }
+    for failure in summary["node_failures"]:
+        log(f"warning: a node stopped itself: {failure['node_log']}: {failure['line'][:200]}")
     report.write_history(workload.history, run_dir)
     report.write_nemesis_log(nemesis.events, nemesis.errors, run_dir)
     report.write_errors(workload.errors, run_dir)

@@ -70,6 +70,7 @@ def test_short_run_is_valid_and_cleans_up(workload: str, tmp_path: Path) -> None
     assert summary["valid"] is True, summary["linearizability"]["violations"][:1]
     assert summary["lost_writes"] == 0
     assert summary["unexpected"] == []
+    assert summary["node_failures"] == []
     assert summary["ok"] > 100
     assert summary["nemesis_events"] >= 1
     run_dir = Path(summary["run_dir"])
@@ -386,3 +387,18 @@ def test_membership_faults_are_healed_after_the_network_and_the_processes() -> N
     assert calls.index("replace") > calls.index("network") > calls.index("partition")
     assert calls.index("replace") > calls.index("kill")
     assert [e.kind for e in chaos.events][-1] == "replace"
+
+
+def test_a_node_that_stopped_itself_is_reported(tmp_path: Path) -> None:
+    """A CRITICAL line in a node log (a failed driver task, a failed WAL) is a
+    node failure in the run's summary, even when the history is valid."""
+    (tmp_path / "n1.log").write_text("2026-11-29 04:51:35,100 node1 INFO ringbolt.transport: "
+                                     "lost connection to peer 2\n")
+    (tmp_path / "n3.log").write_text(
+        "2026-11-29 04:51:35,101 node3 CRITICAL ringbolt.node: node 3: <Task finished "
+        "name='Task-11'> failed, stopping\nTraceback (most recent call last):\n")
+    (tmp_path / "notes.log").write_text("x CRITICAL y\n")  # not a node log
+    failures = report.node_failures(tmp_path)
+    assert [f["node_log"] for f in failures] == ["n3.log"]
+    assert "failed, stopping" in failures[0]["line"]
+    assert report.node_failures(tmp_path / "missing") == []
