@@ -183,6 +183,17 @@ class Membership:
         self.map = cluster_map
         self.stats["maps_installed"] += 1
         self.node.ring = cluster_map.ring()
+        self.learn_peers(cluster_map)
+        self.sync_hosting()
+        log.info("node %d: cluster map version %d (%d nodes, %d shards, hosting %d groups)",
+                 self.node_id, cluster_map.version, len(cluster_map.nodes),
+                 len(cluster_map.shards), len(self.node.replicas))
+
+    def learn_peers(self, cluster_map: ClusterMap) -> None:
+        """Tell the transport every node's address (the config lists only the
+        nodes this one was created with) and forget removed ones. Also at
+        start-up, from the stored map: a node restarted after others joined
+        would otherwise refuse their connections."""
         for record in cluster_map.nodes:
             if record.node_id == self.node_id:
                 continue
@@ -191,10 +202,6 @@ class Membership:
             else:
                 self.node.set_peer_address(record.node_id, record.peer_address,
                                            record.client_address)
-        self.sync_hosting()
-        log.info("node %d: cluster map version %d (%d nodes, %d shards, hosting %d groups)",
-                 self.node_id, cluster_map.version, len(cluster_map.nodes),
-                 len(cluster_map.shards), len(self.node.replicas))
 
     def wanted_groups(self) -> set[int]:
         cluster_map = self.map

@@ -227,6 +227,7 @@ class Node(RequestPaths, Introspection):
                 self.replicas[group_id] = self._make_replica(group_id, None, initial)
         if self.membership.map is not None:
             self.ring = self.membership.map.ring()
+            self.membership.learn_peers(self.membership.map)
         self.membership.sync_hosting()
 
     def _make_replica(self, group_id: int, state: PersistentState | None,

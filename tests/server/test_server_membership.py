@@ -252,6 +252,36 @@ def test_a_node_down_for_good_is_replaced(tmp_path: Path) -> None:
                 assert admin.call("GET", f"key{i}", address=address) == f"value{i}".encode()
 
 
+def test_a_restarted_node_knows_the_nodes_that_joined_before_it_stopped(
+        tmp_path: Path) -> None:
+    """A node's config lists only the peers it was created with; the others
+    come from the cluster map. After a restart it must take their addresses
+    from the map it stored, or it refuses their connections and, when one of
+    them leads a group it is in, never hears from that group again (found by
+    a Jepsen run: replace, then kill an old node)."""
+    cluster = LocalCluster(3, tmp_path, find_base_port(4, start=26500), shards=3)
+    with cluster:
+        cluster.start()
+        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
+        admin = ClusterAdmin(addresses)
+        admin.wait_converged(60.0)
+        node = cluster.add_node()
+        joiner = f"127.0.0.1:{cluster.client_port(node)}"
+        done = cli("add-node", joiner, "--cluster", addresses[0], "--json")
+        assert done.returncode == 0, done.stderr
+        ClusterAdmin([*addresses, joiner]).wait_converged(60.0)
+        assert cluster.status(1)["peers"][str(node)]["connected"] is True
+        cluster.restart(1)
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            peers = cluster.status(1)["peers"]
+            if peers.get(str(node), {}).get("connected"):
+                break
+            time.sleep(0.2)
+        assert cluster.status(1)["peers"].get(str(node), {}).get("connected") is True, (
+            cluster.status(1)["peers"])
+
+
 def test_big_shards_split_and_leaders_spread_by_themselves(tmp_path: Path) -> None:
     cluster = LocalCluster(3, tmp_path, find_base_port(3, start=26000), shards=4,
                            options={"split_keys_max": 60})
