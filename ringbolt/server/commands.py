@@ -333,18 +333,10 @@ def _integer(session: Session, result: Result, context: object) -> bytes:
 
 def write(session: Session, keys: list[bytes], data: bytes, convert: Convert,
           context: object = None) -> Reply:
-    pending_reads, pending_writes = session.pending_reads, session.pending_writes
-    if pending_reads:
-        pending_reads[:] = [future for future in pending_reads if not future.done()]
-    if not pending_reads:  # the common case, inline: no closure, no second call
-        if len(pending_writes) > _PRUNE_AT:
-            pending_writes[:] = [future for future in pending_writes if not future.done()]
-        future = session.service.submit_write(keys, data)
-        pending_writes.append(future)
-    else:
-        session.service.group_of(keys)  # the submit is deferred: CROSSSHARD now, not later
-        future = _in_order(session, pending_reads, pending_writes,
-                           lambda: session.service.submit_write(keys, data))
+    if session.pending_reads:  # the submit may be deferred: CROSSSHARD now, not later
+        session.service.group_of(keys)
+    future = _in_order(session, session.pending_reads, session.pending_writes,
+                       session.service.submit_write, keys, data)
     return defer(session, future, convert, context)
 
 
@@ -363,16 +355,18 @@ _PRUNE_AT = 64
 
 def _in_order(session: Session, before: list[asyncio.Future[Any]],
               mine: list[asyncio.Future[Any]],
-              submit: Callable[[], asyncio.Future[Any]]) -> asyncio.Future[Any]:
-    """`submit()` now if nothing of the other kind is pending on the
+              submit: Callable[..., asyncio.Future[Any]], *args: Any) -> asyncio.Future[Any]:
+    """`submit(*args)` now if nothing of the other kind is pending on the
     connection, else once all of it is done; the future joins `mine`. Both
-    lists are bounded by the connection's pending-replies bound."""
+    lists are bounded by the connection's pending-replies bound. (The
+    arguments come separately so that a SET, the hot path, builds no
+    closure.)"""
     if before:
         before[:] = [future for future in before if not future.done()]
     if len(mine) > _PRUNE_AT:  # amortized: not a list copy per request
         mine[:] = [future for future in mine if not future.done()]
     if not before:
-        future = submit()
+        future = submit(*args)
     else:
         future = asyncio.get_running_loop().create_future()
         waiting = list(before)
@@ -381,7 +375,7 @@ def _in_order(session: Session, before: list[asyncio.Future[Any]],
             if future.done() or not all(f.done() for f in waiting):
                 return
             try:
-                inner = submit()
+                inner = submit(*args)
             except ServiceError as error:
                 future.set_exception(error)
                 return

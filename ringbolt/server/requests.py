@@ -128,10 +128,8 @@ class RequestPaths:
             refused = self._refuse_bad_split(replica, command)
             if refused is not None:
                 return _failed(refused)
-            retry_until = (time.monotonic() + limits.leaderless_wait_s if deadline is None
-                           else deadline)
             try:
-                future = replica.propose(command, retry_until=retry_until,
+                future = replica.propose(command, retry_until=_retry_until(deadline),
                                          local_only=local_only)
             except NotLeader as error:
                 leader = error.leader_hint
@@ -152,9 +150,9 @@ class RequestPaths:
         """Forward to the leader; when it answers that it did not execute the
         write (it just lost the lead), wait for the next tick and try again
         (`_park`), until the deadline."""
-        retry_until = time.monotonic() + limits.leaderless_wait_s if deadline is None else deadline
         try:
-            return self.forwarder.forward(leader, group_id, command, retry_until=retry_until)
+            return self.forwarder.forward(leader, group_id, command,
+                                          retry_until=_retry_until(deadline))
         except Busy as error:
             return _failed(error)
 
@@ -200,7 +198,7 @@ class RequestPaths:
             return _failed(Busy(f"shard {group_id} has no leader and too many writes wait "
                                 "for one; not executed, retry"))
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        due = now + limits.leaderless_wait_s if deadline is None else deadline
+        due = _retry_until(deadline, now)
         self._leaderless.setdefault(group_id, collections.deque()).append(
             (due, command, future, local_only))
         self._leaderless_count += 1
@@ -454,6 +452,14 @@ SCAN_MARKER = b"\x00scan:"
 READ_MARKER = b"\x00read:"
 """Prefix of a forwarded linearizable read (never the start of a KV command,
 which is a msgpack array)."""
+
+
+def _retry_until(deadline: float | None, now: float | None = None) -> float:
+    """Until when a write may wait and be tried again: its deadline if an
+    earlier attempt set one, else `leaderless_wait_s` from now."""
+    if deadline is not None:
+        return deadline
+    return (time.monotonic() if now is None else now) + limits.leaderless_wait_s
 
 
 def _not_executed(error: BaseException) -> bool:

@@ -187,8 +187,9 @@ class PeerLink:
         return self.transport is not None and not self.transport.is_closing()
 
     def writable(self) -> bool:
-        return (self.up and self.transport is not None
-                and self.transport.get_write_buffer_size() < limits.peer_write_buffer_bytes_high)
+        transport = self.transport
+        return (transport is not None and not transport.is_closing()
+                and transport.get_write_buffer_size() < limits.peer_write_buffer_bytes_high)
 
     def flush(self) -> None:
         if not self.queued:

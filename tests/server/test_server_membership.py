@@ -12,7 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -31,6 +33,21 @@ SHARDS = 24
 def cli(*arguments: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ringbolt", "cluster", *arguments],
                           capture_output=True, text=True, timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def converged_cluster(tmp_path: Path, base_port: int, *, shards: int,
+                      options: dict[str, Any] | None = None
+                      ) -> Iterator[tuple[LocalCluster, list[str], ClusterAdmin]]:
+    """A started 3-node cluster whose map has converged: (cluster, client
+    addresses, an admin client over them)."""
+    cluster = LocalCluster(3, tmp_path, base_port, shards=shards, options=options)
+    with cluster:
+        cluster.start()
+        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
+        admin = ClusterAdmin(addresses)
+        admin.wait_converged(60.0)
+        yield cluster, addresses, admin
 
 
 def test_add_two_nodes_then_remove_one_under_load(tmp_path: Path) -> None:
@@ -156,12 +173,8 @@ def test_rebalance_dry_run_changes_nothing_and_a_joiner_serves_every_key(
 
 
 def test_split_under_load_loses_nothing_and_clients_follow(tmp_path: Path) -> None:
-    cluster = LocalCluster(3, tmp_path, find_base_port(3, start=24000), shards=2)
-    with cluster:
-        cluster.start()
-        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
-        admin = ClusterAdmin(addresses)
-        admin.wait_converged(60.0)
+    with converged_cluster(tmp_path, find_base_port(3, start=24000), shards=2) as (
+            cluster, addresses, admin):
         workload = Workload(cluster.client_ports(), seed=7, keys=16)
         splits: list[str] = []
 
@@ -227,12 +240,8 @@ def test_split_under_load_loses_nothing_and_clients_follow(tmp_path: Path) -> No
 
 
 def test_a_node_down_for_good_is_replaced(tmp_path: Path) -> None:
-    cluster = LocalCluster(3, tmp_path, find_base_port(5, start=25000), shards=6)
-    with cluster:
-        cluster.start()
-        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
-        admin = ClusterAdmin(addresses)
-        admin.wait_converged(60.0)
+    with converged_cluster(tmp_path, find_base_port(5, start=25000), shards=6) as (
+            cluster, addresses, admin):
         for i in range(100):
             admin.call("SET", f"key{i}", f"value{i}")
         cluster.kill(2, signal.SIGKILL)  # gone for good, disk and all
@@ -259,12 +268,8 @@ def test_a_restarted_node_knows_the_nodes_that_joined_before_it_stopped(
     from the map it stored, or it refuses their connections and, when one of
     them leads a group it is in, never hears from that group again (found by
     a Jepsen run: replace, then kill an old node)."""
-    cluster = LocalCluster(3, tmp_path, find_base_port(4, start=26500), shards=3)
-    with cluster:
-        cluster.start()
-        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
-        admin = ClusterAdmin(addresses)
-        admin.wait_converged(60.0)
+    with converged_cluster(tmp_path, find_base_port(4, start=26500), shards=3) as (
+            cluster, addresses, admin):
         node = cluster.add_node()
         joiner = f"127.0.0.1:{cluster.client_port(node)}"
         done = cli("add-node", joiner, "--cluster", addresses[0], "--json")
@@ -366,13 +371,8 @@ def test_membership_soak(tmp_path: Path) -> None:
 
 
 def test_concurrent_splits_get_distinct_shards(tmp_path: Path) -> None:
-    cluster = LocalCluster(3, tmp_path, find_base_port(3, start=27000), shards=4,
-                           options={"split_keys_max": 0})
-    with cluster:
-        cluster.start()
-        addresses = [f"127.0.0.1:{port}" for port in cluster.client_ports()]
-        admin = ClusterAdmin(addresses)
-        admin.wait_converged(60.0)
+    with converged_cluster(tmp_path, find_base_port(3, start=27000), shards=4,
+                           options={"split_keys_max": 0}) as (cluster, addresses, admin):
         client = Client(addresses)
         for i in range(300):
             client.set(f"key{i}", f"value{i}")
