@@ -36,6 +36,11 @@ Invariants asserted: the term never decreases; commit never decreases nor
 passes the last index; a committed entry is never overwritten; entries are
 appended contiguously; a leader never truncates its own log.
 
+With `RaftConfig.early_send` a leader's appends and heartbeats of a term
+whose hard state `advance` made durable come out in `Ready.early_messages`,
+which the driver may send before its fsync (rule and safety argument in
+early_send.py; `advance` is how the core learns what is durable).
+
 Test-only mutations (`RaftConfig.unsafe`, used by the simulator to prove its
 checkers catch real bugs) are marked `# UNSAFE(name)` where they act.
 """
@@ -48,6 +53,7 @@ from typing import TYPE_CHECKING
 
 from ringbolt.consensus import limits
 from ringbolt.consensus.codec import decode_bootstrap_conf, decode_conf_change
+from ringbolt.consensus.early_send import split_early
 from ringbolt.consensus.log import RaftLog
 from ringbolt.consensus.membership import ConfHistory, InvalidConfChange, apply_change
 from ringbolt.consensus.messages import (
@@ -116,6 +122,8 @@ class RaftConfig:
     snapshot_chunk_bytes_max: int = limits.snapshot_chunk_bytes_max
     unsafe: frozenset[str] = frozenset()
     """TEST-ONLY mutations that break Raft on purpose; see UNSAFE_MUTATIONS."""
+    early_send: bool = False
+    """Fill `Ready.early_messages` (sent before the fsync; see early_send.py)."""
 
     def __post_init__(self) -> None:
         assert self.node_id > NO_NODE
@@ -133,7 +141,7 @@ class Raft:
     """One member of one Raft group. See the module docstring."""
 
     __slots__ = (
-        "_assembly", "_prev_hard", "_prev_soft", "_randomized_timeout", "_restart_guard_ticks",
+        "_assembly", "_durable_term", "_prev_hard", "_prev_soft", "_randomized_timeout", "_restart_guard_ticks",
         "_rng", "_votes", "config", "confs", "counters", "election_elapsed", "leader",
         "leader_role", "log", "messages", "node_id", "read_states", "role", "term", "ticks",
         "unsafe_commit_old_terms", "unsafe_read_without_read_index",
@@ -168,6 +176,8 @@ class Raft:
         )
         self.confs = ConfHistory(0, ConfState(voters=config.voters, learners=config.learners))
         self._restart_guard_ticks = 0
+        self._durable_term = 0
+        """Highest term of a hard state that `advance` (or the restore) made durable."""
         if restored is not None:
             self._restore(restored)
             if config.read_mode is ReadMode.LEASE:
@@ -194,6 +204,7 @@ class Raft:
         log.stable = log.offered = log.last_index
         hard = restored.hard_state
         self.term, self.vote = hard.term, hard.vote
+        self._durable_term = hard.term
         assert hard.commit <= log.last_index, "persisted commit beyond the persisted log"
         log.commit_to(hard.commit)
         self._track_config_entries(entries)
@@ -318,6 +329,9 @@ class Raft:
         snapshot = log.pending_snapshot
         log.pending_snapshot = None
         messages: list[object] = self.messages  # type: ignore[assignment]
+        early: list[object] = []
+        if self.config.early_send and messages and self._may_send_early(hard_state):
+            early, messages = split_early(self.messages, self.term)
         self.messages = []
         read_states = self.read_states
         if read_states:
@@ -327,6 +341,7 @@ class Raft:
             snapshot=snapshot,
             entries=log.take_unstable() if log.offered < log.last_index else [],
             messages=messages,
+            early_messages=early,
             committed_entries=(
                 log.take_committed(limits.committed_entries_per_ready_max)
                 if log.committed > log.applying
@@ -336,7 +351,23 @@ class Raft:
             soft_state=soft_state,
         )
 
+    def _may_send_early(self, hard_state: HardState | None) -> bool:
+        """The node-side conditions of early_send.py's rule."""
+        if self.role != Role.LEADER or self._durable_term != self.term:
+            return False
+        if hard_state is not None and hard_state.term != self.term:
+            return False
+        leader_role = self.leader_role
+        assert leader_role is not None
+        own = leader_role.progress.get(self.node_id)
+        assert own is None or own.match <= self.log.stable, (
+            "the leader counts its own log only once it is durable")
+        return True
+
     def advance(self, ready: Ready) -> None:
+        hard = ready.hard_state
+        if hard is not None and hard.term > self._durable_term:
+            self._durable_term = hard.term
         if ready.entries:
             last = ready.entries[-1]
             self.log.stable_to(last.index, last.term)

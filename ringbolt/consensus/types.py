@@ -9,11 +9,22 @@ drains its outputs with `ready()`. A `Ready` must be handled in this order:
 
 1. persist `snapshot` (if any), then `entries` (an append that may first
    truncate a conflicting suffix starting at `entries[0].index`), then
-   `hard_state` (if any) -- durably (fdatasync) before step 2;
-2. send `messages`;
-3. apply `committed_entries` to the state machine, in order, and answer
+   `hard_state` (if any);
+2. send `early_messages` -- these may leave before the fsync of step 3;
+3. make step 1 durable (fdatasync);
+4. send `messages`;
+5. apply `committed_entries` to the state machine, in order, and answer
    `read_states` once the state machine has applied up to their index;
-4. call `advance(ready)`.
+6. call `advance(ready)` -- only after step 3: `advance` is how the core
+   learns that the Ready's entries and hard state are durable.
+
+In short: persist -> send early_messages -> fsync -> send messages -> apply
+-> advance. `early_messages` is filled only by a core configured with
+`early_send` (a leader's appends and heartbeats of a term whose hard state a
+previous `advance` made durable; see consensus/early_send.py); otherwise it
+is empty and the order is the classic persist+fsync -> send -> apply ->
+advance. A driver that ignores the distinction and sends `early_messages`
+after its fsync, together with `messages`, is correct too, just slower.
 
 A core never performs I/O, reads a clock or draws from a global RNG: time is
 ticks and randomness is an injected `random.Random`.
@@ -26,7 +37,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ringbolt.consensus.leader import ProgressStatus
 
 NO_NODE = 0
 """Node ids are positive integers; 0 means "none" (no vote, no leader)."""
@@ -160,10 +174,20 @@ class SoftState:
 
 @dataclass(slots=True, kw_only=True)
 class Ready:
+    """One batch of a core's output. Handle it in this order (module docstring):
+    persist (snapshot, entries, hard state) -> send `early_messages` -> fsync
+    -> send `messages` -> apply `committed_entries` / answer `read_states` ->
+    `advance(ready)`. `early_messages` may be sent before the fsync because
+    they promise nothing about this node's unsynced state: the core counts
+    its own log toward a commit only once `advance` says it is durable (Raft
+    thesis 10.2.1). Each list keeps the core's relative order."""
+
     hard_state: HardState | None = None
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
     messages: list[object] = field(default_factory=list)
+    early_messages: list[object] = field(default_factory=list)
+    """Messages that may leave before this Ready is durable (see above)."""
     committed_entries: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     soft_state: SoftState | None = None
@@ -175,6 +199,7 @@ class Ready:
         return not (
             self.must_sync()
             or self.messages
+            or self.early_messages
             or self.committed_entries
             or self.read_states
             or self.soft_state is not None
@@ -254,3 +279,12 @@ class ConsensusCore(Protocol):
     def advance(self, ready: Ready) -> None: ...
 
     def status(self) -> Status: ...
+
+    def progress(self, node: int) -> ProgressStatus | None:
+        """The leader's view of `node`'s log (None on a non-leader or for an
+        unknown node); drivers promote a learner once its match is close."""
+        ...
+
+    def statistics(self) -> dict[str, int]:
+        """Counters and gauges for the metrics endpoint."""
+        ...
