@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ringbolt import limits as project
-from ringbolt.consensus.raft import UNSAFE_MUTATIONS
+from ringbolt.consensus import registry
 from ringbolt.server import limits
 
 
@@ -91,7 +91,7 @@ class NodeConfig:
     limits: NodeLimits = field(default_factory=NodeLimits)
     log_level: str = "info"
     unsafe: frozenset[str] = frozenset()
-    """TEST-ONLY Raft mutations (`consensus.raft.UNSAFE_MUTATIONS`) that break
+    """TEST-ONLY mutations (`registry.consensus().unsafe_mutations`) that break
     safety on purpose, so that fault tests can prove they catch bugs."""
 
     @property
@@ -207,10 +207,11 @@ def _peers(raw: object, node_id: int) -> dict[int, PeerConfig]:
 def _unsafe(raw: object) -> frozenset[str]:
     if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
         raise ConfigError("unsafe", f"expected a list of mutation names, got {_show(raw)}")
-    unknown = sorted(set(raw) - UNSAFE_MUTATIONS)
+    known = registry.consensus().unsafe_mutations
+    unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError("unsafe", f"unknown mutation {unknown[0]!r}; known: "
-                                    f"{', '.join(sorted(UNSAFE_MUTATIONS))}")
+                                    f"{', '.join(sorted(known))}")
     return frozenset(raw)
 
 
