@@ -15,7 +15,10 @@ Each `SimNode` is a core plus what a real node would have: `DurableStorage`
 1. persist snapshot, entries (truncating a suffix), hard state -- on a slow
    disk the whole Ready waits for the disk; meanwhile the node is stalled:
    it neither ticks nor steps (arriving messages queue in a bounded inbox),
-   and a crash before the disk finishes loses the Ready, messages included;
+   and a crash before the disk finishes loses the Ready, messages included
+   -- except `early_messages`, which leave at once, before the disk delay
+   (the core's rule for what may be sent before the fsync is thus exercised
+   under crashes: the followers may hold entries the leader loses);
 2. send messages; 3. apply committed entries (restoring the state machine
    from a snapshot first) and answer read states once applied; 4. advance.
 
@@ -131,6 +134,8 @@ class Cluster:
         self.clients = Clients(rng, params, self)
         self.compactions = 0
         self.snapshots_installed = 0
+        self.early_messages_sent = 0
+        """Messages the cores let out before their Ready was durable."""
         self.crashed: set[int] = set()
         self.on_applied: Callable[[SimNode, Entry], None] | None = None
         self.on_new_leader: Callable[[SimNode], None] | None = None
@@ -260,6 +265,7 @@ class Cluster:
                 return
             ready = core.ready()
             if ready.must_sync() and node.disk_delay_units > 0:
+                self._send_early(ready)  # before the (slow) fsync
                 node.pending = ready
                 at = self.now + self.rng.randint(1, node.disk_delay_units)
                 self.push(at, DISK, (node.node_id, node.incarnation))
@@ -275,6 +281,7 @@ class Cluster:
             self._install_snapshot(node, ready.snapshot)
         if ready.entries:
             self.invariants.observe_persisted(node.node_id, node.storage, ready.entries)
+        self._send_early(ready)  # no-op if the disk-delay path sent them already
         for message in ready.messages:
             self.network.send(message, self.now)
         for entry in ready.committed_entries:
@@ -285,6 +292,14 @@ class Cluster:
         core.advance(ready)
         self._observe_role(node, core)
         self._maybe_compact(node, core)
+
+    def _send_early(self, ready: Ready) -> None:
+        """Send the messages the core allows out before the fsync, once."""
+        if ready.early_messages:
+            for message in ready.early_messages:
+                self.network.send(message, self.now)
+            self.early_messages_sent += len(ready.early_messages)
+            ready.early_messages = []
 
     def _install_snapshot(self, node: SimNode, snapshot: Snapshot) -> None:
         self.invariants.observe_snapshot(node.node_id, snapshot)

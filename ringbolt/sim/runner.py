@@ -28,6 +28,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ringbolt.consensus import registry
+from ringbolt.consensus.interface import CoreSettings
 from ringbolt.consensus.types import ConfState, ConsensusCore, Entry, PersistentState
 from ringbolt.kv import commands
 from ringbolt.sim.cluster import NEMESIS, Cluster, CoreFactory, SimNode
@@ -97,18 +99,20 @@ class _Probe:
 
 
 def _make_core_factory(params: SimParams, rng: random.Random) -> CoreFactory:
-    from ringbolt.consensus.raft import Raft, RaftConfig
-
+    """Cores of the registry's consensus, with early_send on: the simulator
+    checks the same before-the-fsync rule the node uses, under its faults."""
+    make_core = registry.consensus("raft").make_core
     voters = frozenset(range(1, params.nodes + 1))
     unsafe = frozenset({params.mutation}) if params.mutation else frozenset()
 
     def make(node_id: int, restored: PersistentState | None) -> ConsensusCore:
-        config = RaftConfig(node_id=node_id, voters=voters,
-                            election_timeout_ticks=params.election_timeout_ticks,
-                            heartbeat_ticks=params.heartbeat_ticks,
-                            entries_per_msg_max=params.entries_per_msg_max,
-                            inflight_msgs_max=params.inflight_msgs_max, unsafe=unsafe)
-        return Raft(config, rng, restored)
+        settings = CoreSettings(node_id=node_id, voters=voters,
+                                election_timeout_ticks=params.election_timeout_ticks,
+                                heartbeat_ticks=params.heartbeat_ticks,
+                                entries_per_msg_max=params.entries_per_msg_max,
+                                inflight_msgs_max=params.inflight_msgs_max, unsafe=unsafe,
+                                early_send=True)
+        return make_core(settings, rng, restored)
 
     return make
 
@@ -186,6 +190,7 @@ def run_seed(seed: int, *, nodes: int, faults: frozenset[str], mutation: str | N
     result.faults = _fault_counts(cluster, nemesis)
     result.statistics = {**cluster.network.statistics(), **cluster.clients.completed,
                          "invariant_checks": cluster.invariants.checks,
+                         "early_messages": cluster.early_messages_sent,
                          "terms": len(cluster.invariants.leader_of_term),
                          "committed": len(cluster.invariants.committed),
                          "virtual_ticks": cluster.now // TICK_UNITS}

@@ -89,6 +89,12 @@ class SoloCore:
                       commit=self.commit, applied=self.applied, last_index=self.last_index(),
                       conf=ConfState(voters=frozenset({self.node_id})))
 
+    def progress(self, node: int) -> None:
+        return None  # no followers
+
+    def statistics(self) -> dict[str, int]:
+        return {"term": self.term, "commit": self.commit, "applied": self.applied}
+
 
 def solo_factory(*, stale_reads: bool = False):  # type: ignore[no-untyped-def]
     def maker(params: object, rng: random.Random):  # type: ignore[no-untyped-def]
