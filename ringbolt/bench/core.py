@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-Three `Raft` objects in one process, driven directly with zero delay and no
+Three Raft cores (built through `consensus.registry`, with early_send on as
+the node runs them) in one process, driven directly with zero delay and no
 I/O: each iteration proposes `batch` commands at the leader, then drains the
 Readys of all nodes and delivers their messages until the cluster is quiet.
 An entry counts when the leader sees it in `Ready.committed_entries`. Wall
@@ -26,33 +27,37 @@ import statistics
 import time
 from collections import deque
 
-from ringbolt.consensus.raft import Raft, RaftConfig
-from ringbolt.consensus.types import Role
+from ringbolt.consensus import limits, registry
+from ringbolt.consensus.interface import CoreSettings
+from ringbolt.consensus.types import ConsensusCore, Role
 
 compact_every_entries = 100_000
 
 
-def make_cluster(size: int, seed: int) -> list[Raft]:
+def make_cluster(size: int, seed: int, consensus: str = "raft") -> list[ConsensusCore]:
+    make_core = registry.consensus(consensus).make_core
     voters = frozenset(range(1, size + 1))
     rng = random.Random(seed)
     return [
-        Raft(RaftConfig(node_id=n, voters=voters), random.Random(rng.randrange(1 << 30)))
+        make_core(CoreSettings(node_id=n, voters=voters, early_send=True),
+                  random.Random(rng.randrange(1 << 30)), None)
         for n in sorted(voters)
     ]
 
 
-def drain(nodes: dict[int, Raft], leader_id: int) -> int:
+def drain(nodes: dict[int, ConsensusCore], leader_id: int) -> int:
     """Handle Readys and deliver messages until quiet; entries the leader committed."""
     committed = 0
     queue: deque[object] = deque()
     while True:
-        for node_id, raft in nodes.items():
-            if raft.has_ready():
-                ready = raft.ready()
+        for node_id, core in nodes.items():
+            if core.has_ready():
+                ready = core.ready()
                 if node_id == leader_id:
                     committed += len(ready.committed_entries)
+                queue.extend(ready.early_messages)  # persist, send these, "fsync", ...
                 queue.extend(ready.messages)
-                raft.advance(ready)
+                core.advance(ready)
         if not queue:
             return committed
         while queue:
@@ -60,19 +65,19 @@ def drain(nodes: dict[int, Raft], leader_id: int) -> int:
             nodes[message.recipient].step(message)  # type: ignore[attr-defined]
 
 
-def elect(nodes: dict[int, Raft], leader_id: int) -> Raft:
+def elect(nodes: dict[int, ConsensusCore], leader_id: int) -> ConsensusCore:
     leader = nodes[leader_id]
-    for _ in range(10 * leader.config.election_timeout_ticks):
+    for _ in range(10 * limits.election_timeout_ticks):  # the CoreSettings default
         leader.tick()
         drain(nodes, leader_id)
-        if leader.role == Role.LEADER:
+        if leader.status().role == Role.LEADER:
             return leader
     raise RuntimeError("no leader elected")
 
 
 def run_once(seconds: float, batch: int, payload_bytes: int, seed: int = 1) -> dict[str, float]:
     cluster = make_cluster(3, seed)
-    nodes = {raft.node_id: raft for raft in cluster}
+    nodes = {core.node_id: core for core in cluster}
     leader = elect(nodes, 1)
     payload = b"x" * payload_bytes
     propose = leader.propose
@@ -91,8 +96,8 @@ def run_once(seconds: float, batch: int, payload_bytes: int, seed: int = 1) -> d
         iterations += 1
         if since_compact >= compact_every_entries:
             since_compact = 0
-            for raft in cluster:
-                raft.compact(raft.log.applied, b"")
+            for core in cluster:
+                core.compact(core.status().applied, b"")
         if iterations % 16 == 0 and time.perf_counter() >= deadline:
             break
     elapsed = time.perf_counter() - start

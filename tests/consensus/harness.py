@@ -122,7 +122,9 @@ class Network:
             disk.entries = [e for e in disk.entries if e.index < first] + list(ready.entries)
         if ready.hard_state is not None:
             disk.hard_state = ready.hard_state
-        for message in ready.messages:
+        # persist -> early messages -> (fsync: the emulated disk is durable at
+        # once) -> messages; the early ones only exist with early_send=True
+        for message in ready.early_messages + ready.messages:
             assert isinstance(message, Message)  # type: ignore[misc,arg-type]
             self.sent.append(message)
             if self.codec:
