@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import msgpack
 
 from ringbolt.consensus.types import Entry, EntryKind
-from ringbolt.kv import commands as kv
 from ringbolt.kv.machine import CommandFailed, Result
+from ringbolt.kv.ops import command_keys
 from ringbolt.shard.limits import HASH_SPACE
 from ringbolt.shard.ring import key_hash
 from ringbolt.storage.engine import StateMachineStore
@@ -99,25 +99,6 @@ def decode_range(data: bytes) -> tuple[int, int] | None:
         return decode_range_record(data)[0]
     except (ValueError, TypeError, IndexError, msgpack.UnpackException):
         return None
-
-
-def command_keys(data: bytes) -> list[bytes]:
-    """The keys a KV command touches ([] for keyless or undecodable commands)."""
-    try:
-        command = kv.decode(data)
-    except kv.CommandDecodeError:
-        return []
-    op, args = command.op, command.args
-    if op is kv.Op.NOOP or not args:
-        return []
-    first = args[0]
-    if op in (kv.Op.DELETE, kv.Op.PURGE_EXPIRED):  # [keys]
-        return [k for k in first if isinstance(k, bytes)] if isinstance(first, list) else []
-    if op is kv.Op.MPUT:  # [[key, value], ...]
-        if not isinstance(first, list):
-            return []
-        return [p[0] for p in first if isinstance(p, list) and p and isinstance(p[0], bytes)]
-    return [first] if isinstance(first, bytes) else []
 
 
 def in_range(key: bytes, bounds: tuple[int, int] | None) -> bool:

@@ -6,9 +6,10 @@ Theory of operation
 write transaction and stores the group's applied index (and term) in that
 same transaction, so the database is always exactly "the state after entry
 N" for some N, and replaying the log after a crash skips entries <= N
-(idempotent). NORMAL entries run `ringbolt.kv.machine.apply_command` against
-a per-entry overlay: its writes reach the transaction only if the whole
-command succeeded and every key and value is within limits, so a malformed
+(idempotent). NORMAL entries run `ringbolt.kv.machine.apply_entry` (given the
+entry's index and term) against a per-entry overlay: its writes reach the
+transaction only if the whole command succeeded and every key and value is
+within limits, so a malformed
 or oversized command changes nothing and yields a `CommandFailed` result --
 the same on every replica. NOOP and CONFIG entries only advance the index.
 
@@ -38,11 +39,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, cast
 
 import lmdb
-import msgpack
 
 from ringbolt.consensus.types import Entry, EntryKind, Snapshot, SnapshotMeta
-from ringbolt.kv.commands import CODEC_VERSION, CommandDecodeError, Op, PutCondition
-from ringbolt.kv.machine import CommandFailed, Result, apply_command
+from ringbolt.kv.codec import CommandDecodeError
+from ringbolt.kv.machine import CommandFailed, Result, apply_entry
+from ringbolt.kv.ops import fast_put
 from ringbolt.storage import keyspace, limits
 from ringbolt.storage.errors import (
     KeyTooLarge,
@@ -63,8 +64,9 @@ APPLIED = struct.Struct(">QQ")
 _EXPIRE_LIMIT = 2**63
 _LOW_SPACE_BYTES = 4 * 1024 * 1024
 _EXPIRE_PACK = keyspace.EXPIRE.pack
-_OP_PUT = int(Op.PUT)
-_PUT_ALWAYS = int(PutCondition.ALWAYS)
+_NO_EXPIRY = _EXPIRE_PACK(0)
+"""The stored-value header of an inline key without expiry (most SETs)."""
+assert keyspace.stored_value(b"k", b"v", 0) == _NO_EXPIRY + b"v"
 COUNT = struct.Struct(">Q")
 _APPLIED_TAG = b"a"
 _COUNT_TAG = b"c"
@@ -193,50 +195,43 @@ class StateMachineStore:
     def _apply_batch(
         self, overlay: _EntryOverlay, entries: list[Entry], applied: int, term: int
     ) -> tuple[list[Result], int, int, int]:
-        """The apply loop, with the hot path inlined: an unconditional PUT (SET
-        without NX/XX/GET; encoded with or without the trailing `return_old`
-        False that `kv.commands.put` writes) needs no read, so it skips decoding into a
-        `Command` and the overlay. Anything else -- or anything unusual about
-        a PUT -- takes the general path through `ringbolt.kv.machine`;
-        `tests/storage/test_engine.py` checks both agree on random commands."""
+        """The apply loop, with the hot path inlined: a plain SET (PUT without
+        NX/XX/GET), which `ringbolt.kv.ops.fast_put` recognises from the bytes,
+        needs no read, so it skips the overlay and goes straight into the
+        transaction if the key is stored inline and the value and expiry are
+        within limits. Anything else takes the general path through
+        `ringbolt.kv.machine.apply_entry`; `tests/storage/test_engine.py`
+        checks both agree on random commands."""
         results: list[Result] = []
+        append = results.append
         count_delta = 0
         replace, db, inline_prefix = overlay.txn.replace, self._data, overlay.prefix + keyspace.INLINE
-        value_bytes_max, normal, unpack = self.value_bytes_max, EntryKind.NORMAL, msgpack.unpackb
+        value_bytes_max, normal = self.value_bytes_max, EntryKind.NORMAL
+        inline_key_bytes_max = keyspace.INLINE_KEY_BYTES_MAX
         for entry in entries:
-            if entry.index <= applied:
-                results.append(None)
+            index = entry.index
+            if index <= applied:
+                append(None)
                 self._statistics["entries_skipped"] += 1
                 continue
-            assert entry.index == applied + 1, f"gap: applied {applied}, got {entry.index}"
-            applied, term = entry.index, entry.term
+            assert index == applied + 1, f"gap: applied {applied}, got {index}"
+            applied, term = index, entry.term
             if entry.kind is not normal:
-                results.append(None)
+                append(None)
                 continue
-            try:
-                raw = unpack(entry.data)
-            except Exception:  # noqa: BLE001 - the general path reports the error
-                raw = None
-            if (
-                type(raw) is list
-                and (len(raw) == 7 or (len(raw) == 8 and raw[7] is False))
-                and raw[1] == _OP_PUT
-                and raw[6] == _PUT_ALWAYS
-                and raw[0] == CODEC_VERSION
-                and type(raw[2]) is int
-                and type(raw[3]) is bytes
-                and type(raw[4]) is bytes
-                and type(raw[5]) is int
-                and len(raw[3]) <= keyspace.INLINE_KEY_BYTES_MAX
-                and len(raw[4]) <= value_bytes_max
-                and 0 <= raw[5] < _EXPIRE_LIMIT
-            ):
-                if replace(inline_prefix + raw[3], _EXPIRE_PACK(raw[5]) + raw[4], db=db) is None:
-                    count_delta += 1
-                results.append(True)
-                continue
+            write = fast_put(entry.data)
+            if write is not None:
+                key, value, expire_at_ms = write
+                if len(key) <= inline_key_bytes_max and len(value) <= value_bytes_max and (
+                        not expire_at_ms or 0 < expire_at_ms < _EXPIRE_LIMIT):
+                    stored = (_NO_EXPIRY + value if not expire_at_ms
+                              else _EXPIRE_PACK(expire_at_ms) + value)
+                    if replace(inline_prefix + key, stored, db=db) is None:
+                        count_delta += 1
+                    append(True)
+                    continue
             result, delta = self._apply_general(overlay, entry)
-            results.append(result)
+            append(result)
             count_delta += delta
         return results, applied, term, count_delta
 
@@ -244,7 +239,7 @@ class StateMachineStore:
         """(result, change in key count) of one NORMAL entry."""
         overlay.changes.clear()
         try:
-            result = apply_command(overlay, entry.data)
+            result = apply_entry(overlay, entry.data, entry.index, entry.term)
         except CommandDecodeError as error:
             self._statistics["commands_failed"] += 1
             return CommandFailed(f"ERR malformed command: {error}"), 0
