@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-`Introspection` is the read-only reporting half of `Node` (a mixin over the
-node's state). Nothing here changes state; every figure is a snapshot taken
+`Introspection` is the node's read-only reporting component, handed the
+parts it reports on (registry, peer book, membership's map, the request
+paths' counts, the driver's and forwarder's counters). Nothing here changes state; every figure is a snapshot taken
 on the event loop, so it is consistent with itself but may be stale a moment
 later. `cluster_description` is the format of docs/protocol.md (CLUSTER
 DESCRIBE), which `ringbolt.client` routes with.
@@ -13,38 +14,50 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ringbolt.consensus.types import Role
-from ringbolt.server.membership import META_GROUP_ID
+from ringbolt.server.groups import META_GROUP_ID
 from ringbolt.server.replica import Replica
 
 if TYPE_CHECKING:
     from ringbolt.server.config import NodeConfig
     from ringbolt.server.forward import Forwarder
     from ringbolt.server.membership import Membership
+    from ringbolt.server.peers import PeerBook
+    from ringbolt.server.registry import ReplicaRegistry
     from ringbolt.server.transport import Transport
 
 
 class Introspection:
     """The node's reports (see the module docstring)."""
 
-    config: NodeConfig
-    node_id: int
-    replicas: dict[int, Replica]
-    membership: Membership
-    transport: Transport
-    forwarder: Forwarder
-    stats: dict[str, Any]
-    started_at: float
-    _client_addresses: dict[int, str]
+    def __init__(self, config: NodeConfig, registry: ReplicaRegistry, peers: PeerBook,
+                 membership: Membership, transport: Transport, forwarder: Forwarder,
+                 counters: Callable[[], dict[str, Any]],
+                 local_count: Callable[[int], int], batch_sizes: list[int]) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.registry = registry
+        self.peers = peers
+        self.membership = membership
+        self.transport = transport
+        self.forwarder = forwarder
+        self.counters = counters
+        """The node's counters: driver, request paths, ticks (merged)."""
+        self._local_count = local_count
+        self.started_at = time.time()
+        self.batch_sizes = batch_sizes
+        """Entries appended per round, the latest 1,000 (the driver's list)."""
 
     @property
-    def group_ids(self) -> list[int]:
-        raise NotImplementedError
+    def replicas(self) -> dict[int, Replica]:
+        return self.registry.hosted
 
-    def _local_count(self, shard_id: int) -> int:
-        raise NotImplementedError
+    @property
+    def _client_addresses(self) -> dict[int, str]:
+        return self.peers.client_addresses
 
     def info(self) -> dict[str, dict[str, object]]:
         leaders = sum(1 for r in self.replicas.values() if r.role is Role.LEADER)
@@ -54,9 +67,10 @@ class Introspection:
                        "uptime_in_seconds": int(time.time() - self.started_at),
                        "tcp_port": self.config.client_address.port,
                        "dc": self.config.dc, "zone": self.config.zone},
-            "replication": {"role": "master" if leaders else "slave", "shards": len(self.group_ids),
+            "replication": {"role": "master" if leaders else "slave",
+                            "shards": len(self.registry.group_ids),
                             "shards_led": leaders, "peers": len(self._client_addresses)},
-            "stats": {k: v for k, v in self.stats.items() if isinstance(v, int)},
+            "stats": {k: v for k, v in self.counters().items() if isinstance(v, int)},
         }
 
     def cluster_description(self) -> dict[str, object]:
@@ -115,7 +129,7 @@ class Introspection:
                 "dc": self.config.dc, "zone": self.config.zone,
                 "client_address": str(self.config.client_address),
                 "peer_address": str(self.config.peer_address),
-                "shards": len(self.group_ids), "groups": groups, "peers": peers,
+                "shards": len(self.registry.group_ids), "groups": groups, "peers": peers,
                 "map_version": cluster_map.version if cluster_map is not None else 0,
                 "meta": None if meta is None else self._group_status(META_GROUP_ID, meta),
                 "membership": dict(self.membership.stats),
@@ -150,7 +164,7 @@ class Introspection:
         return lags
 
     def statistics(self) -> dict[str, object]:
-        return {"node": {**self.stats, **self.forwarder.stats},
+        return {"node": {**self.counters(), **self.forwarder.stats},
                 "forwards_inflight": len(self.forwarder.inflight),
                 "replicas": {g: r.statistics() for g, r in self.replicas.items()},
                 "transport": self.transport.statistics()}

@@ -51,27 +51,26 @@ import asyncio
 import functools
 import json
 import logging
+import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ringbolt.consensus.types import ConfChange, NotLeader, ProposalDropped, Role
 from ringbolt.kv import commands as kv
 from ringbolt.server.config import NodeConfig
+from ringbolt.server.groups import MAP_KEY, META_GROUP_ID, SHARD_ID_KEY
 from ringbolt.server.service import Moved, ServiceError, Unavailable
 from ringbolt.server.split import Split, encode_split
 from ringbolt.shard import clustermap, mapcodec, reconcile
 from ringbolt.shard.clustermap import ClusterMap, ClusterMapError, NodeRecord, NodeState
 
 if TYPE_CHECKING:
-    from ringbolt.server.node import Node
+    from ringbolt.server.peers import PeerBook
+    from ringbolt.server.registry import ReplicaRegistry
     from ringbolt.server.replica import Replica
 
 log = logging.getLogger("ringbolt.membership")
 
-META_GROUP_ID = 1_000_000
-"""Shard ids stay far below it (splits take the next free id)."""
-MAP_KEY = b"ringbolt:cluster-map"
-SHARD_ID_KEY = b"ringbolt:shard-id-high-water"
 refresh_every_ticks = 5
 reconcile_every_ticks = 10
 learners_catching_up_max = 4
@@ -102,12 +101,35 @@ def bootstrap_map(config: NodeConfig) -> ClusterMap:
                                 replicas=min(config.replicas, len(nodes)))
 
 
-class Membership:
-    """The map cache, hosting and reconciliation of one `Node`."""
+class GroupRequests(Protocol):
+    """The request paths membership reads and writes the meta group and the
+    hosted shards through (requests.py `Requests`)."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.node_id = node.node_id
+    def store_get(self, group_id: int, key: bytes) -> bytes | None: ...
+
+    def write_group(self, group_id: int, command: bytes) -> asyncio.Future[Any]: ...
+
+    def read_group(self, group_id: int, key: bytes) -> asyncio.Future[Any]: ...
+
+    def ask_for_map(self, seed: int) -> asyncio.Future[Any]: ...
+
+    def shard_keys(self, shard_id: int) -> int: ...
+
+    def last_split(self, shard_id: int) -> tuple[int, int, int] | None: ...
+
+
+class Membership:
+    """The map cache, hosting and reconciliation of one node, over the
+    node's replica registry, peer book and request paths."""
+
+    def __init__(self, config: NodeConfig, registry: ReplicaRegistry, peers: PeerBook,
+                 groups: GroupRequests, rng: random.Random) -> None:
+        self.config = config
+        self.registry = registry
+        self.peers = peers
+        self.groups = groups
+        self.rng = rng
+        self.node_id = config.node_id
         self.map: ClusterMap | None = None
         self._seen_applied = -1
         self._leaderless_ticks: dict[int, int] = {}
@@ -126,7 +148,7 @@ class Membership:
     # -- the cached map ----------------------------------------------------------------
 
     def stored_map(self) -> ClusterMap | None:
-        data = self.node.store_get(META_GROUP_ID, MAP_KEY)
+        data = self.groups.store_get(META_GROUP_ID, MAP_KEY)
         if data is None:
             return None
         try:
@@ -136,9 +158,9 @@ class Membership:
 
     def refresh(self) -> None:
         """Install the map the meta group holds, when it changed."""
-        if self.map is None and self.node.config.join:
+        if self.map is None and self.config.join:
             self._ask_seeds()
-        meta = self.node.replicas.get(META_GROUP_ID)
+        meta = self.registry.hosted.get(META_GROUP_ID)
         if meta is None or meta.applied == self._seen_applied:
             return
         self._seen_applied = meta.applied
@@ -157,11 +179,11 @@ class Membership:
         it holds, only to learn every node's address (the map itself comes
         through the meta group once `CLUSTER ADDNODE` made this node a learner)."""
         self._asked += 1
-        seeds = sorted(self.node.config.peers)
+        seeds = sorted(self.config.peers)
         if not seeds or self._asked % seed_ask_every_refreshes:
             return
         seed = seeds[(self._asked // seed_ask_every_refreshes) % len(seeds)]
-        self.node.ask_for_map(seed).add_done_callback(self._learn_addresses)
+        self.groups.ask_for_map(seed).add_done_callback(self._learn_addresses)
 
     def _learn_addresses(self, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
@@ -176,18 +198,18 @@ class Membership:
             return
         for record in seen.nodes:
             if record.node_id != self.node_id and record.state is not NodeState.REMOVED:
-                self.node.set_peer_address(record.node_id, record.peer_address,
+                self.peers.set_address(record.node_id, record.peer_address,
                                            record.client_address)
 
     def install(self, cluster_map: ClusterMap) -> None:
         self.map = cluster_map
         self.stats["maps_installed"] += 1
-        self.node.ring = cluster_map.ring()
+        self.registry.ring = cluster_map.ring()
         self.learn_peers(cluster_map)
         self.sync_hosting()
         log.info("node %d: cluster map version %d (%d nodes, %d shards, hosting %d groups)",
                  self.node_id, cluster_map.version, len(cluster_map.nodes),
-                 len(cluster_map.shards), len(self.node.replicas))
+                 len(cluster_map.shards), len(self.registry.hosted))
 
     def learn_peers(self, cluster_map: ClusterMap) -> None:
         """Tell the transport every node's address (the config lists only the
@@ -198,9 +220,9 @@ class Membership:
             if record.node_id == self.node_id:
                 continue
             if record.state is NodeState.REMOVED:
-                self.node.forget_peer(record.node_id)
+                self.peers.forget(record.node_id)
             else:
-                self.node.set_peer_address(record.node_id, record.peer_address,
+                self.peers.set_address(record.node_id, record.peer_address,
                                            record.client_address)
 
     def wanted_groups(self) -> set[int]:
@@ -215,14 +237,14 @@ class Membership:
 
     def sync_hosting(self) -> None:
         wanted = self.wanted_groups()
-        for group_id in sorted(wanted - set(self.node.replicas)):
-            self.node.host_group(group_id)
+        for group_id in sorted(wanted - set(self.registry.hosted)):
+            self.registry.host(group_id)
             self.stats["replicas_created"] += 1
         known = {s.shard_id for s in self.map.shards} if self.map is not None else set()
-        for group_id in sorted(set(self.node.replicas) - wanted):
+        for group_id in sorted(set(self.registry.hosted) - wanted):
             if group_id != META_GROUP_ID and group_id not in known:
                 continue  # born of a split the map does not show yet
-            status = self.node.replicas[group_id].core.status()
+            status = self.registry.hosted[group_id].core.status()
             members = status.conf.voters | status.conf.learners
             removed = bool(members) and self.node_id not in members
             # A leader stops sending to a node as soon as it appends the entry
@@ -231,15 +253,15 @@ class Membership:
             # for a while, stop ticking it. Reversible: a leader that still
             # counts on us brings it back (`Node.on_raft`).
             abandoned = self._leaderless_ticks.get(group_id, 0) >= abandoned_after_ticks(
-                self.node.config.election_timeout_ticks)
+                self.config.election_timeout_ticks)
             learner = self.node_id in status.conf.learners  # never needed for a quorum
             if removed or abandoned or learner:
                 self._leaderless_ticks.pop(group_id, None)
-                self.node.retire_group(group_id)
+                self.registry.retire(group_id)
                 self.stats["replicas_retired"] += 1
 
     def _count_leaderless(self) -> None:
-        for group_id, replica in self.node.replicas.items():
+        for group_id, replica in self.registry.hosted.items():
             if replica.leader == 0:
                 self._leaderless_ticks[group_id] = (self._leaderless_ticks.get(group_id, 0)
                                                     + reconcile_every_ticks)
@@ -258,12 +280,12 @@ class Membership:
         self._maybe_split()
         if self._ticks % (10 * reconcile_every_ticks) == 0:
             self.heal_splits()
-        if self.node.config.balance_leaders and self._ticks >= self._next_balance:
+        if self.config.balance_leaders and self._ticks >= self._next_balance:
             self._next_balance = self._ticks + leader_balance_every_ticks + int(
-                self.node.rng.random() * leader_balance_every_ticks)
+                self.rng.random() * leader_balance_every_ticks)
             self.shed_leadership()
         catching_up = 0
-        for group_id, replica in list(self.node.replicas.items()):
+        for group_id, replica in list(self.registry.hosted.items()):
             if replica.role is not Role.LEADER:
                 continue
             if group_id == META_GROUP_ID:
@@ -286,7 +308,7 @@ class Membership:
         cluster_map = self.map
         if cluster_map is None:
             return
-        shards = {g: r for g, r in self.node.replicas.items() if g != META_GROUP_ID}
+        shards = {g: r for g, r in self.registry.hosted.items() if g != META_GROUP_ID}
         led = sorted(g for g, r in shards.items() if r.role is Role.LEADER)
         if len(led) < 2:
             return
@@ -316,11 +338,11 @@ class Membership:
         self.stats["transfers"] += 1
         log.info("node %d: leads %d of %d shards here, node %d leads %d: shard %d -> node %d",
                  self.node_id, len(led), len(shards), best[1], best[0], best[2], best[1])
-        self.node.wake()
+        self.registry.wake()
 
     def _maybe_split(self) -> None:
         """Split (one at a time) a shard this node leads that outgrew `split_keys_max`."""
-        limit = self.node.config.split_keys_max
+        limit = self.config.split_keys_max
         if not limit or self.map is None or self._ticks < self._split_after or (
                 self._split_task is not None and not self._split_task.done()):
             return
@@ -329,10 +351,10 @@ class Membership:
             self._split_task = None
             self._split_after = self._ticks + leader_balance_every_ticks  # back off
             return
-        for group_id, replica in sorted(self.node.replicas.items()):
+        for group_id, replica in sorted(self.registry.hosted.items()):
             if group_id == META_GROUP_ID or replica.role is not Role.LEADER:
                 continue
-            keys = self.node.shard_keys(group_id)
+            keys = self.groups.shard_keys(group_id)
             if keys > limit:
                 log.info("node %d: shard %d holds %d keys (> split_keys_max %d): splitting",
                          self.node_id, group_id, keys, limit)
@@ -369,17 +391,17 @@ class Membership:
                 learning += step.kind.name == "ADD_LEARNER"
         except (NotLeader, ProposalDropped):
             return learning  # a change is already pending, or we just lost the lead
-        self.node.wake()
+        self.registry.wake()
         return learning
 
     def _write_bootstrap_map(self, meta: Replica) -> None:
-        if self._bootstrap_written or self.node.config.join or self.map is None:
+        if self._bootstrap_written or self.config.join or self.map is None:
             return
         if meta.applied == 0 or self.stored_map() is not None:
             self._bootstrap_written = self.stored_map() is not None
             return
         self._bootstrap_written = True  # one attempt per leadership; retried via refresh
-        future = self.node.write_group(META_GROUP_ID, kv.cas(MAP_KEY, None,
+        future = self.groups.write_group(META_GROUP_ID, kv.cas(MAP_KEY, None,
                                                               mapcodec.encode(self.map)))
         future.add_done_callback(self._bootstrap_done)
 
@@ -391,7 +413,7 @@ class Membership:
 
     async def read_map(self) -> ClusterMap:
         """The current map, linearizably (a ReadIndex on the meta group)."""
-        value = await self.node.read_group(META_GROUP_ID, MAP_KEY)
+        value = await self.groups.read_group(META_GROUP_ID, MAP_KEY)
         if value is None:
             raise Unavailable("the cluster map is not stored yet (the cluster is starting); "
                               "not executed, retry")
@@ -408,7 +430,7 @@ class Membership:
                     raise ServiceError(str(error)) from None
                 if changed.version == current.version:
                     return current
-                swapped = await self.node.write_group(META_GROUP_ID, kv.cas(
+                swapped = await self.groups.write_group(META_GROUP_ID, kv.cas(
                     MAP_KEY, mapcodec.encode(current), mapcodec.encode(changed)))
                 if swapped is True:
                     self.stats["map_updates"] += 1
@@ -482,7 +504,7 @@ class Membership:
             raise ServiceError(f"split point {cut} is not inside shard {shard_id}'s range "
                                f"[{shard.start}, {shard.end})")
         child = await self._new_shard_id(current)
-        done = await self.node.write_group(shard_id, encode_split(Split(
+        done = await self.groups.write_group(shard_id, encode_split(Split(
             child=child, lo=shard.start, at=cut, hi=shard.end,
             voters=tuple(sorted(shard.replicas)))))
         if done is False or done is True or not isinstance(done, int):
@@ -498,14 +520,14 @@ class Membership:
         in the meta group, advanced by compare-and-set (two splits running at
         once on different shards must not make two groups with one id)."""
         for _ in range(map_update_attempts_max):
-            found = await self.node.read_group(META_GROUP_ID, SHARD_ID_KEY)
+            found = await self.groups.read_group(META_GROUP_ID, SHARD_ID_KEY)
             previous = None if found is None else found[0]
             high = max([int(previous) if previous else -1,
                         *(s.shard_id for s in current.shards)])
             child = high + 1
             if child >= META_GROUP_ID:
                 raise ServiceError("no shard id left for a split")
-            swapped = await self.node.write_group(META_GROUP_ID, kv.cas(
+            swapped = await self.groups.write_group(META_GROUP_ID, kv.cas(
                 SHARD_ID_KEY, previous, str(child).encode()))
             if swapped is True:
                 return child
@@ -518,10 +540,10 @@ class Membership:
         if cluster_map is None or (self._heal_task is not None and not self._heal_task.done()):
             return
         known = {s.shard_id for s in cluster_map.shards}
-        for group_id, replica in sorted(self.node.replicas.items()):
+        for group_id, replica in sorted(self.registry.hosted.items()):
             if group_id == META_GROUP_ID or replica.role is not Role.LEADER:
                 continue
-            last = self.node.last_split(group_id)
+            last = self.groups.last_split(group_id)
             if last is None or last[2] in known or group_id not in known:
                 continue
             _hi, at, child = last

@@ -1,4 +1,4 @@
-"""One Raft group on one node: the driver of ONE consensus core.
+"""One consensus group on one node: the driver of ONE consensus core.
 
 Theory of operation
 -------------------
@@ -10,12 +10,10 @@ The node runs the Ready contract for all of its replicas together, in rounds:
    `read_index` call (one quorum round serves a whole batch of reads);
 2. `take_ready()` -> `persist(ready)`: append entries / hard state / snapshot
    metadata to the shared WAL (snapshots are installed into the store here);
-3. the node fdatasyncs the WAL ONCE for every replica's Ready of the round;
-   a leader's AppendEntries and heartbeats may leave before that sync
-   (`take_early_messages`): the core credits its own log only once `advance`
-   says it is durable, so a commit never rests on the leader's unsynced copy
-   (Raft thesis 10.2.1), and the followers' fsyncs overlap the leader's;
-4. the node sends every replica's (remaining) `ready.messages`;
+3. the node sends `ready.early_messages` (the core's choice: a leader's
+   appends and heartbeats of a term it made durable) and fdatasyncs the WAL
+   ONCE for every replica's Ready of the round (rounds.py);
+4. the node sends every replica's `ready.messages`;
 5. `apply(ready)`: committed entries go to the store in one LMDB transaction,
    proposal futures complete, read states are served; then `core.advance`.
 
@@ -45,7 +43,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ringbolt.consensus.messages import AppendRequest, Heartbeat
 from ringbolt.consensus.types import (
     ConsensusCore,
     Entry,
@@ -132,7 +129,8 @@ class Replica:
     def __init__(self, group_id: int, core: ConsensusCore, log: GroupLog, store: GroupStore,
                  *, clock: Callable[[], float],
                  compact_every_entries: int = limits.compact_every_entries,
-                 on_lost: LostProposal | None = None) -> None:
+                 on_lost: LostProposal | None = None,
+                 stamp: Callable[[bytes], bytes] | None = None) -> None:
         self.group_id = group_id
         self.storage_id = storage_id(group_id)
         self.core = core
@@ -151,6 +149,10 @@ class Replica:
         self.proposals: dict[int, Proposal] = {}
         self.on_lost = on_lost
         """The node's: proposes a lost command again (requests.py)."""
+        self.stamp = stamp
+        """Puts the proposing leader's time into a command (`kv.commands.stamp`):
+        expiry at apply time then follows the leader's clock, not that of
+        whichever node a client talked to."""
         self.read_batch: list[tuple[bytes, asyncio.Future[ReadValue]]] = []
         self.reads_waiting: dict[bytes, _ReadBatch] = {}
         """Batches whose ReadIndex round is in flight, by context."""
@@ -165,16 +167,10 @@ class Replica:
         self.leader = 0
         self.role = Role.FOLLOWER
         self.term = 0
-        self.leader_terms: dict[int, int] = {}
-        """Rounds appended to the WAL whose sync has not completed and whose
-        Ready was taken as leader: id(ready) -> term."""
-        self.durable_leader_term = 0
-        """Highest term in which a Ready taken as leader has been synced: from
-        then on the term and our vote in it are durable."""
         self.stats = {"proposals": 0, "proposals_dropped": 0, "applied_entries": 0,
                       "apply_batches": 0, "reads": 0, "read_batches": 0, "not_committed": 0,
                       "timeouts": 0, "snapshots_taken": 0, "snapshots_installed": 0,
-                      "leader_changes": 0, "messages_early": 0}
+                      "leader_changes": 0}
 
     # -- submissions (called from client and peer callbacks) --------------------
 
@@ -186,7 +182,7 @@ class Replica:
         if len(self.proposals) >= limits.proposals_pending_max:
             raise Busy(f"shard {self.group_id} has too many writes in flight; retry")
         try:
-            term, index = self.core.propose(command)
+            term, index = self.core.propose(command if self.stamp is None else self.stamp(command))
         except ProposalDropped as error:
             self.stats["proposals_dropped"] += 1
             raise Busy(f"shard {self.group_id} refused the write ({error}); "
@@ -246,36 +242,6 @@ class Replica:
             self.term = ready.soft_state.term
         return ready
 
-    def take_early_messages(self, ready: Ready) -> list[Any]:
-        """The messages of `ready` that may be sent before the WAL sync of
-        this round, removed from `ready.messages` (call after `persist`).
-
-        Only a leader's AppendEntries and heartbeats qualify, and only once a
-        round it led in this term has been synced (so the term and its vote
-        are durable and the Ready changes at most the commit index): they
-        promise nothing about this node's own unsynced state (the core counts
-        its own log for commit only after `advance`). Votes, responses and
-        anything sent in a new term wait for the sync."""
-        if self.role is not Role.LEADER or not ready.messages:
-            return []
-        if self.durable_leader_term != self.term:
-            return []
-        hard_state = ready.hard_state
-        if hard_state is not None and hard_state.term != self.term:
-            return []
-        early: list[Any] = []
-        rest: list[Any] = []
-        term = self.term
-        for message in ready.messages:
-            if isinstance(message, (AppendRequest, Heartbeat)) and message.term == term:
-                early.append(message)
-            else:
-                rest.append(message)
-        if early:
-            ready.messages = rest
-            self.stats["messages_early"] += len(early)
-        return early
-
     def persist(self, ready: Ready) -> None:
         """Step 1 of the contract, without the sync (the node syncs once per round)."""
         snapshot = ready.snapshot
@@ -290,8 +256,6 @@ class Replica:
             self.unsynced[id(ready)] = 0  # nothing is durable-only applied meanwhile
         elif ready.entries:
             self.unsynced[id(ready)] = ready.entries[0].index
-        if self.role is Role.LEADER:
-            self.leader_terms[id(ready)] = self.term
         if ready.entries or ready.hard_state is not None or snapshot is not None:
             self.log.append(self.storage_id, entries=ready.entries, hard_state=ready.hard_state,
                             snapshot_meta=None if snapshot is None else snapshot.meta)
@@ -312,9 +276,6 @@ class Replica:
                 return  # an earlier round still has entries to apply after its sync
         else:
             self.unsynced.pop(id(ready), None)  # its sync has completed
-            leader_term = self.leader_terms.pop(id(ready), 0)
-            if leader_term > self.durable_leader_term:
-                self.durable_leader_term = leader_term
         if entries:
             assert entries[0].index == self.applied + 1, "committed entries must be contiguous"
             results = self.store.apply(self.storage_id, entries)

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-`RequestPaths` is the `KeyValueService` half of `Node` (a mixin: the node's
-state lives on the node). A write for a shard this node leads is proposed
+`Requests` is the node's request-path component: the data half of its
+`KeyValueService` (frontend.py), handed the replica registry, the
+forwarder, the peer book and the stores. A write for a shard this node leads is proposed
 here; for a shard it hosts but does not lead, forwarded to the leader; for a
 shard it does not host, forwarded to a node that does, which passes it on to
 its leader once (`on_forward_request`: a member never passes it further).
@@ -38,7 +39,7 @@ from ringbolt.consensus.types import NotLeader, Role
 from ringbolt.kv.machine import Result
 from ringbolt.server import limits
 from ringbolt.server.forward import Forward
-from ringbolt.server.membership import MAP_KEY, META_GROUP_ID
+from ringbolt.server.groups import MAP_KEY, META_GROUP_ID
 from ringbolt.server.replica import (
     Proposal,
     ReadValue,
@@ -47,7 +48,7 @@ from ringbolt.server.replica import (
     storage_id,
 )
 from ringbolt.server.service import Busy, CrossShard, ServiceError, Unavailable
-from ringbolt.server.split import RANGE_KEY, decode_range_record
+from ringbolt.server.split import RANGE_KEY, SPLIT_PREFIX, decode_range_record, decode_split
 from ringbolt.server.transport import ForwardRequest, MalformedFrame
 from ringbolt.shard.clustermap import ClusterMapError
 
@@ -55,41 +56,102 @@ if TYPE_CHECKING:
     from ringbolt.server.config import NodeConfig
     from ringbolt.server.forward import Forwarder
     from ringbolt.server.membership import Membership
+    from ringbolt.server.peers import PeerBook
+    from ringbolt.server.registry import ReplicaRegistry
     from ringbolt.server.split import FencedStore
-    from ringbolt.server.transport import Transport
-    from ringbolt.shard.ring import Ring
     from ringbolt.storage.engine import StateMachineStore
 
+ParkedWrite = tuple[float, bytes, asyncio.Future[Result], bool]
+"""(retry deadline, command, the client's future, forwarded to us)."""
 
-class RequestPaths:
+
+class Requests:
     """The node's reads and writes (see the module docstring)."""
 
-    config: NodeConfig
-    node_id: int
-    ring: Ring | None
-    replicas: dict[int, Replica]
-    membership: Membership
-    transport: Transport
-    forwarder: Forwarder
-    stats: dict[str, Any]
-    _store: StateMachineStore
-    _fenced: FencedStore
-    _work: asyncio.Event
-    _stopping: bool
-    _leaderless: dict[int, collections.deque[tuple[float, bytes, asyncio.Future[Result], bool]]]
-    _leaderless_count: int
-    _scan_cursors: dict[int, tuple[int, bytes]]
-    _scan_ids: itertools.count[int]
+    def __init__(self, config: NodeConfig, registry: ReplicaRegistry, forwarder: Forwarder,
+                 peers: PeerBook) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.registry = registry
+        self.forwarder = forwarder
+        self.peers = peers
+        self.membership: Membership | None = None
+        """Set by the node once membership exists (it needs these paths too)."""
+        self.stopping = False
+        self._store: StateMachineStore | None = None
+        self._fenced: FencedStore | None = None
+        self._leaderless: dict[int, collections.deque[ParkedWrite]] = {}
+        """Writes waiting for their group to take them (`_park`), by group."""
+        self._leaderless_count = 0
+        self._scan_cursors: dict[int, tuple[int, bytes]] = {}
+        self._scan_ids = itertools.count(1)
+        self.stats = {"writes": 0, "reads": 0, "stale_reads": 0, "forwarded_elsewhere": 0,
+                      "writes_reproposed": 0, "forwards_retried": 0, "reads_retried": 0}
+        registry.on_lost = self._propose_again
+        registry.on_retire(self._fail_parked)
+        forwarder.retry = self._forward_again
 
-    def _refuse_bad_split(self, replica: Replica, command: bytes) -> ServiceError | None:
-        raise NotImplementedError
+    def attach(self, store: StateMachineStore, fenced: FencedStore) -> None:
+        self._store, self._fenced = store, fenced
+
+    @property
+    def store(self) -> StateMachineStore:
+        assert self._store is not None, "storage is not open"
+        return self._store
+
+    @property
+    def fenced(self) -> FencedStore:
+        assert self._fenced is not None, "storage is not open"
+        return self._fenced
+
+    @property
+    def replicas(self) -> dict[int, Replica]:
+        return self.registry.hosted
+
+    @property
+    def _map(self) -> Membership:
+        assert self.membership is not None, "membership is wired at start"
+        return self.membership
+
+    def _wake(self) -> None:
+        self.registry.work.set()
+
+    # -- for membership (the meta group and hosted shards) ----------------------------
 
     def store_get(self, group_id: int, key: bytes) -> bytes | None:
-        raise NotImplementedError
+        found = self.store.get(storage_id(group_id), key)
+        return None if found is None else found[0]
+
+    def write_group(self, group_id: int, command: bytes) -> asyncio.Future[Result]:
+        return self._write(group_id, command)
+
+    def read_group(self, group_id: int, key: bytes) -> asyncio.Future[ReadValue]:
+        replica = self.replicas.get(group_id)
+        if replica is None:
+            return _failed(Unavailable(f"node {self.node_id} does not host group {group_id}"))
+        future = replica.read(key)
+        self._wake()
+        return future
+
+    def ask_for_map(self, seed: int) -> asyncio.Future[Any]:
+        """The (possibly stale) map a seed node holds, as bytes or None."""
+        try:
+            return self.forwarder.forward(seed, META_GROUP_ID, MAP_MARKER)
+        except ServiceError as error:
+            return _failed(error)
+
+    def _fail_parked(self, group_id: int) -> None:
+        """`ReplicaRegistry.on_retire`: writes parked for a group moved away."""
+        waiting = self._leaderless.pop(group_id, ())
+        self._leaderless_count -= len(waiting)
+        for _deadline, _command, future, _local in waiting:
+            fail_quietly(future, Unavailable(f"shard {group_id} moved away; not executed, retry"))
+
+    # -- the data paths -------------------------------------------------------------
 
     def group_of(self, keys: Sequence[bytes]) -> int:
         assert keys, "a write names at least one key"
-        ring = self.ring
+        ring = self.registry.ring
         if ring is None:
             raise Unavailable(f"node {self.node_id} has not joined a cluster yet; retry")
         if RANGE_KEY in keys:
@@ -115,7 +177,7 @@ class RequestPaths:
         committed": it can never be applied) is proposed again. Clients see
         neither, only latency, until `leaderless_wait_s` has passed. With
         `local_only` (a write forwarded to us) it is never forwarded further."""
-        if self._stopping:
+        if self.stopping:
             return _failed(Unavailable("the node is shutting down; not executed, retry"))
         replica = self.replicas.get(group_id)
         if replica is None:
@@ -125,7 +187,7 @@ class RequestPaths:
             return self._forward_elsewhere(group_id, command)
         leader = replica.leader
         if replica.role is Role.LEADER:
-            refused = self._refuse_bad_split(replica, command)
+            refused = refuse_bad_split(replica, command)
             if refused is not None:
                 return _failed(refused)
             try:
@@ -136,7 +198,7 @@ class RequestPaths:
             except Busy:  # a transfer in progress, or a full window: wait for it
                 return self._park(group_id, command, deadline, local_only)
             else:
-                self._work.set()
+                self._wake()
                 return future  # a lost proposal is proposed again (`_propose_again`)
         if local_only:
             return _failed(Unavailable(f"node {self.node_id} does not lead shard {group_id}; "
@@ -160,7 +222,7 @@ class RequestPaths:
         """`Forwarder.retry`: the leader answered that it did not execute the
         write (it just lost the lead), or it could not be reached: wait for
         the next tick and try again (`_park`), until the forward's deadline."""
-        if not _not_executed(error) or time.monotonic() >= forward.retry_until or self._stopping:
+        if not _not_executed(error) or time.monotonic() >= forward.retry_until or self.stopping:
             return False
         self.stats["forwards_retried"] += 1
         _then(self._park(forward.group_id, forward.command, forward.retry_until, False),
@@ -172,7 +234,7 @@ class RequestPaths:
         committed": it can never be applied); write the command again under
         the same future, on the next loop iteration (not inside the apply that
         found out), until its retry deadline."""
-        if self._stopping or time.monotonic() >= proposal.retry_until:
+        if self.stopping or time.monotonic() >= proposal.retry_until:
             return False
         self.stats["writes_reproposed"] += 1
 
@@ -188,7 +250,7 @@ class RequestPaths:
               local_only: bool) -> asyncio.Future[Result]:
         """The group cannot take the write now (no leader known, a transfer in
         progress, a full window): hold it, bounded in count and time, and try
-        again every tick (see `_retry_parked`)."""
+        again every tick (see `retry_parked`)."""
         now = time.monotonic()
         if deadline is not None and deadline <= now:
             return _failed(Unavailable(f"shard {group_id} could not take the write in time "
@@ -204,7 +266,10 @@ class RequestPaths:
         self._leaderless_count += 1
         return future
 
-    def _retry_parked(self, now: float) -> None:
+    def retry_parked(self, now: float) -> None:
+        """Every tick: writes parked for a group that now knows its leader go again."""
+        if not self._leaderless:
+            return
         for group_id in list(self._leaderless):
             replica = self.replicas[group_id]
             waiting = self._leaderless.pop(group_id)
@@ -213,7 +278,7 @@ class RequestPaths:
             for deadline, command, future, local_only in waiting:
                 if future.done():
                     continue  # the client went away
-                if known or self._stopping or deadline <= now:
+                if known or self.stopping or deadline <= now:
                     _then(self._write(group_id, command, deadline, local_only=local_only),
                            future)
                 else:
@@ -226,7 +291,7 @@ class RequestPaths:
         does (which reads locally, or passes a write on to its leader)."""
         holder = self._holder(group_id)
         if holder is None:
-            return _failed(self.membership.moved(group_id))
+            return _failed(self._map.moved(group_id))
         self.stats["forwarded_elsewhere"] += 1
         try:
             return self.forwarder.forward(holder, group_id, command)
@@ -235,14 +300,14 @@ class RequestPaths:
 
     def _holder(self, group_id: int) -> int | None:
         """A connected node the map places `group_id` on, else any such node."""
-        cluster_map = self.membership.map
+        cluster_map = self._map.map
         if cluster_map is None:
             return None
         try:
             holders = [n for n in cluster_map.shard(group_id).replicas if n != self.node_id]
         except ClusterMapError:
             return None
-        connected = [n for n in holders if self.transport.connected(n)]
+        connected = [n for n in holders if self.peers.connected(n)]
         if connected:
             return connected[0]
         return holders[0] if holders else None
@@ -265,11 +330,11 @@ class RequestPaths:
             future: asyncio.Future[ReadValue] = asyncio.get_running_loop().create_future()
             future.set_result(replica.read_stale(key))
             return future
-        if self._stopping:
+        if self.stopping:
             return _failed(Unavailable("the node is shutting down; retry"))
         self.stats["reads"] += 1
         future = self._fenced_read(replica, key)
-        self._work.set()
+        self._wake()
         return future
 
     def _fenced_read(self, replica: Replica, key: bytes,
@@ -288,23 +353,25 @@ class RequestPaths:
             current = self.replicas.get(group_id)
             if result.done():
                 return
-            if current is None or self._stopping:
+            if current is None or self.stopping:
                 fail_quietly(result, Unavailable(f"shard {group_id} is not served here any "
                                                  "more; retry"))
                 return
             _then(self._fenced_read(current, key, due), result)
-            self._work.set()
+            self._wake()
 
         def on_error(error: BaseException) -> bool:
             if not isinstance(error, ServiceError) or time.monotonic() >= due \
-                    or self._stopping:
+                    or self.stopping:
                 return False
             self.stats["reads_retried"] += 1
             loop.call_later(self.config.tick_ms / 1000, again)
             return True
 
+        fenced_store = self.fenced
+
         def fenced(value: ReadValue) -> ReadValue:
-            if not self._fenced.in_range(replica.storage_id, key):
+            if not fenced_store.in_range(replica.storage_id, key):
                 raise Unavailable(f"the key moved out of shard {group_id} (split); retry")
             return value
 
@@ -329,7 +396,7 @@ class RequestPaths:
                 raise ServiceError("invalid cursor")
             shard_id, inner = found
         count = max(1, min(count, 10_000))
-        cluster_map = self.membership.map
+        cluster_map = self._map.map
         shard_ids = sorted(s.shard_id for s in cluster_map.shards) if cluster_map else []
         pending = [g for g in shard_ids if g >= shard_id] if inner else [
             g for g in shard_ids if g > shard_id]
@@ -349,7 +416,7 @@ class RequestPaths:
     async def _scan_shard(self, shard_id: int, inner: bytes,
                           count: int) -> tuple[bytes, list[bytes]]:
         if shard_id in self.replicas:
-            result: tuple[bytes, list[bytes]] = self._store.scan(storage_id(shard_id), inner, count)
+            result: tuple[bytes, list[bytes]] = self.store.scan(storage_id(shard_id), inner, count)
             return result
         answer = await self._forward_elsewhere(shard_id, SCAN_MARKER + msgpack.packb([inner, count]))
         if not (isinstance(answer, list) and len(answer) == 2 and isinstance(answer[0], bytes)):
@@ -358,7 +425,7 @@ class RequestPaths:
 
     async def dbsize(self) -> int:
         """Keys of every shard of the map (each counted at one replica, local if possible)."""
-        cluster_map = self.membership.map
+        cluster_map = self._map.map
         if cluster_map is None:
             return 0
         counts = [self._count_shard(s.shard_id) for s in cluster_map.shards]
@@ -374,7 +441,7 @@ class RequestPaths:
 
     def last_split(self, shard_id: int) -> tuple[int, int, int] | None:
         """(old end, cut, child) of the latest split the shard's replicas applied."""
-        found = self._store.get(storage_id(shard_id), RANGE_KEY)
+        found = self.store.get(storage_id(shard_id), RANGE_KEY)
         if found is None:
             return None
         try:
@@ -388,7 +455,7 @@ class RequestPaths:
 
     def _local_count(self, shard_id: int) -> int:
         sid = storage_id(shard_id)
-        count: int = self._store.count(sid) - (self._fenced.range_of(sid) is not None)
+        count: int = self.store.count(sid) - (self.fenced.range_of(sid) is not None)
         return count
 
     def on_forward_request(self, sender: int, request: ForwardRequest) -> None:
@@ -396,12 +463,12 @@ class RequestPaths:
         if replica is not None and request.command.startswith(b"\x00") and self._answer_local(
                 sender, request, replica):
             return
-        if replica is not None and request.command.startswith(READ_MARKER) and not self._stopping:
+        if replica is not None and request.command.startswith(READ_MARKER) and not self.stopping:
             read = self._fenced_read(replica, request.command[len(READ_MARKER):])
             self.forwarder.answer_when_done(sender, request.request_id, _as_result(read))
-            self._work.set()
+            self._wake()
             return
-        if (replica is not None and replica.role is not Role.LEADER and not self._stopping
+        if (replica is not None and replica.role is not Role.LEADER and not self.stopping
                 and replica.leader not in (0, self.node_id)
                 and sender not in _members(replica)):
             # from a node that does not host the shard: pass it on to the leader
@@ -413,7 +480,7 @@ class RequestPaths:
                 return
             self.forwarder.answer_when_done(sender, request.request_id, future)
             return
-        if replica is None or replica.role is not Role.LEADER or self._stopping:
+        if replica is None or replica.role is not Role.LEADER or self.stopping:
             self.forwarder.answer_error(sender, request.request_id, Unavailable(
                 f"node {self.node_id} does not lead shard {request.group_id}; "
                 "the command was not executed, retry"))
@@ -432,7 +499,7 @@ class RequestPaths:
         elif command.startswith(SCAN_MARKER):
             try:
                 inner, count = msgpack.unpackb(command[len(SCAN_MARKER):])
-                next_inner, keys = self._store.scan(replica.storage_id, bytes(inner),
+                next_inner, keys = self.store.scan(replica.storage_id, bytes(inner),
                                                     max(1, min(int(count), 10_000)))
             except (ValueError, TypeError, msgpack.UnpackException):
                 raise MalformedFrame("malformed forwarded scan") from None
@@ -520,3 +587,18 @@ def _failed(error: ServiceError) -> asyncio.Future[Any]:
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     fail_quietly(future, error)
     return future
+
+
+def refuse_bad_split(replica: Replica, command: bytes) -> ServiceError | None:
+    """A split proposed on the leader must name exactly the group's voters
+    (no move in progress), so the child starts on the right nodes."""
+    if not command.startswith(SPLIT_PREFIX):
+        return None
+    split = decode_split(command)
+    if split is None:
+        return ServiceError("malformed split")
+    conf = replica.core.status().conf
+    if conf.learners or frozenset(split.voters) != conf.voters:
+        return Unavailable(f"shard {replica.group_id} is changing membership; split "
+                           "not executed, retry")
+    return None

@@ -18,16 +18,28 @@ created per call or per round (the executor's future drives the chain). A
 failed sync (`StorageFull`, `StorageFailed`) fails exactly the callers of
 that round; `StorageFull` leaves the records pending, so a later round may
 still make them durable (the outcome of a failed round is "unknown").
+
+The node's round driver uses the same committer two more ways
+(server/rounds.py): `sync_inline` makes the round durable on the loop's own
+thread when no worker-thread sync is in flight (cheaper than the thread hop
+for a ~0.1-0.3 ms fdatasync), and `sync_retrying` is the worker-thread path
+that waits out a full disk instead of failing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
+import time
 from typing import TYPE_CHECKING
+
+from ringbolt.storage.errors import StorageError, StorageFull
 
 if TYPE_CHECKING:
     from ringbolt.storage.wal import WriteAheadLog
+
+log = logging.getLogger("ringbolt.wal")
 
 
 class GroupCommitter:
@@ -40,7 +52,10 @@ class GroupCommitter:
         self._running = False
         self._start_scheduled = False
         self._next_round: asyncio.Future[None] | None = None
-        self._statistics = {"commits": 0, "rounds": 0, "round_callers_max": 0, "failed_rounds": 0}
+        self._statistics = {"commits": 0, "rounds": 0, "round_callers_max": 0, "failed_rounds": 0,
+                            "syncs_inline": 0}
+        self.sync_seconds = 0.0
+        """Time spent in syncs that completed, inline or in the worker thread."""
         self._next_callers = 0
 
     async def commit(self) -> None:
@@ -68,6 +83,36 @@ class GroupCommitter:
             self._start_scheduled = True
             loop.call_soon(self._start_if_idle)
         return round_future
+
+    def sync_inline(self) -> bool:
+        """One fdatasync on the caller's thread, unless a worker-thread sync is
+        running (then False, as for a failed sync: the caller goes through
+        `sync_retrying`, which retries a full disk or raises)."""
+        if self._running:
+            return False
+        started = time.monotonic()
+        try:
+            self._wal.sync()
+        except StorageError:
+            return False
+        self._statistics["syncs_inline"] += 1
+        self.sync_seconds += time.monotonic() - started
+        return True
+
+    async def sync_retrying(self, retry_full_s: float = 0.5) -> None:
+        """Everything appended so far is durable once this returns; a full disk
+        is retried every `retry_full_s` (the batch stays buffered); any other
+        failure (`StorageFailed`: the WAL is poisoned) is raised."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.commit()
+            except StorageFull as error:
+                log.error("WAL sync: %s; retrying", error)
+                await asyncio.sleep(retry_full_s)
+                continue
+            self.sync_seconds += time.monotonic() - started
+            return
 
     def _start_if_idle(self) -> None:
         self._start_scheduled = False

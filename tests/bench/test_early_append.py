@@ -1,11 +1,13 @@
 """Sending AppendEntries before the leader's own fsync: the core must not count
-the leader's unsynced log toward a commit, and the replica hands out only the
-leader's appends/heartbeats of a term it already made durable."""
+the leader's unsynced log toward a commit, and the node's round driver sends
+the core's early messages before its fsync (which messages are early is the
+core's rule: tests/consensus/test_early_send.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from types import SimpleNamespace
 from typing import Any
 
 from ringbolt.consensus.messages import AppendRequest, AppendResponse
@@ -13,7 +15,7 @@ from ringbolt.consensus.raft import Raft, RaftConfig
 from ringbolt.consensus.types import Entry, Ready, Role
 from ringbolt.kv import commands
 from ringbolt.kv.machine import DictBackend, Result, apply_command
-from ringbolt.server.replica import Replica
+from ringbolt.server.rounds import RoundDriver
 
 VOTERS = frozenset({1, 2, 3})
 
@@ -114,22 +116,74 @@ def test_an_acknowledgement_before_the_leaders_fsync_does_not_commit() -> None:
     assert any(getattr(m, "commit", 0) == index for m in beat.messages)
 
 
-def test_a_fresh_leader_waits_for_its_first_sync() -> None:
-    async def scenario() -> None:
-        nodes = cluster()
-        leader = elect(nodes)
-        replica = Replica(0, leader, Log(), Store(), clock=lambda: 0.0)  # type: ignore[arg-type]
-        replica.role, replica.term = Role.LEADER, leader.status().term
-        leader.propose(commands.put(b"k", b"v"))
-        ready: Ready | None = replica.take_ready()
-        assert ready is not None
-        replica.persist(ready)
-        assert replica.take_early_messages(ready) == []  # no synced round in this term yet
-        replica.apply(ready)
-        leader.propose(commands.put(b"k", b"w"))
-        second = replica.take_ready()
-        assert second is not None
-        replica.persist(second)
-        assert replica.take_early_messages(second)
+def test_the_round_driver_sends_early_messages_before_its_sync_and_the_rest_after() -> None:
+    """The server's half of the contract: `Ready.early_messages` (the core's
+    choice) leave before the round's fdatasync, `Ready.messages` after it."""
+    events: list[str] = []
 
-    asyncio.run(scenario())
+    class Links:
+        def send_raft(self, peer: int, group_id: int, payload: bytes) -> bool:
+            events.append(f"send {payload.decode()}")
+            return True
+
+        def flush(self) -> None:
+            events.append("flush")
+
+    class Codec:
+        def encode(self, message: object) -> bytes:
+            return str(getattr(message, "name", "")).encode()
+
+        def is_read_request(self, message: object) -> bool:
+            return False
+
+    class Committer:
+        sync_seconds = 0.0
+
+        def sync_inline(self) -> bool:
+            events.append("fsync")
+            return True
+
+    class Message:
+        def __init__(self, name: str) -> None:
+            self.name, self.recipient = name, 2
+
+    ready = Ready(entries=[Entry(index=1, term=1, data=b"")],
+                  early_messages=[Message("append")], messages=[Message("vote")])
+
+    class OneReplica:
+        group_id = 0
+        core = SimpleNamespace(has_ready=lambda: False)
+
+        def __init__(self) -> None:
+            self.taken = False
+
+        def issue_reads(self) -> None:
+            pass
+
+        def take_ready(self) -> Ready | None:
+            if self.taken:
+                return None
+            self.taken = True
+            return ready
+
+        def persist(self, ready: Ready) -> None:
+            events.append("persist")
+
+        def apply(self, ready: Ready, *, durable_only: bool = False) -> None:
+            events.append("apply (durable only)" if durable_only else "apply")
+
+        def advance(self, ready: Ready) -> None:
+            events.append("advance")
+
+    registry: Any = SimpleNamespace(hosted={0: OneReplica()}, work=asyncio.Event())
+    driver = RoundDriver(1, registry, Links(), Codec(), fsync=True,  # type: ignore[arg-type]
+                         on_failure=lambda error: None)
+    driver.attach(Committer())  # type: ignore[arg-type]
+    prepared = driver.prepare()
+    assert prepared is not None
+    readies, syncing = prepared
+    assert syncing is None  # synced inline
+    driver.complete(readies)
+    assert events == ["persist", "send append", "flush", "fsync", "apply (durable only)",
+                      "send vote", "flush", "apply", "advance"]
+    assert driver.stats["messages_early"] == 1 and driver.stats["fsyncs_inline"] == 1

@@ -61,12 +61,12 @@ class Everywhere:
 def test_a_dropped_read_index_request_fails_the_waiting_reads(tmp_path: Path) -> None:
     subject = node(tmp_path)
     replica = WaitingReads()
-    subject.transport = DeadLinks()  # type: ignore[assignment]
-    subject.replicas[0] = replica  # type: ignore[assignment]
-    subject._send(0, AppendRequest(sender=1, recipient=2, term=1, prev_log_index=0,
+    subject.driver.links = DeadLinks()  # type: ignore[assignment]
+    subject.registry.hosted[0] = replica  # type: ignore[assignment]
+    subject.driver.send(0, AppendRequest(sender=1, recipient=2, term=1, prev_log_index=0,
                                    prev_log_term=0, commit=0))
     assert replica.failed == 0  # Raft retransmits appends; reads are not concerned
-    subject._send(0, ReadIndexRequest(sender=1, recipient=2, term=1, context=b"c"))
+    subject.driver.send(0, ReadIndexRequest(sender=1, recipient=2, term=1, context=b"c"))
     assert replica.failed == 1
     subject.on_peer_lost(3)  # not the leader: nothing to fail
     assert replica.failed == 1
@@ -77,12 +77,12 @@ def test_a_dropped_read_index_request_fails_the_waiting_reads(tmp_path: Path) ->
 def test_a_failed_read_is_issued_again_and_answers(tmp_path: Path) -> None:
     subject = node(tmp_path)
     replica = WaitingReads()
-    subject.replicas[0] = replica  # type: ignore[assignment]
-    subject._fenced = Everywhere()
+    subject.registry.hosted[0] = replica  # type: ignore[assignment]
+    subject.requests._fenced = Everywhere()  # type: ignore[assignment]
 
     async def scenario() -> Any:
         return await asyncio.wait_for(
-            subject._fenced_read(replica, b"key"), 2.0)  # type: ignore[arg-type]
+            subject.requests._fenced_read(replica, b"key"), 2.0)  # type: ignore[arg-type]
 
     assert asyncio.run(scenario()) == (b"value", 0)
-    assert replica.attempts == 2 and subject.stats["reads_retried"] == 1
+    assert replica.attempts == 2 and subject.requests.stats["reads_retried"] == 1

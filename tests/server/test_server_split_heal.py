@@ -20,13 +20,14 @@ def test_the_parents_leader_puts_a_recorded_split_into_the_map() -> None:
     start = clustermap.bootstrap(nodes, 2)
     cut = HASH_SPACE // 4
     leader = SimpleNamespace(role=Role.LEADER)
-    node: Any = SimpleNamespace(
-        node_id=1, replicas={0: leader, 1: SimpleNamespace(role=Role.FOLLOWER)},
-        config=SimpleNamespace(balance_leaders=False, split_keys_max=0,
-                               election_timeout_ticks=20, join=False, peers={}),
-        rng=random.Random(1),
+    registry: Any = SimpleNamespace(
+        node_id=1, hosted={0: leader, 1: SimpleNamespace(role=Role.FOLLOWER)})
+    config: Any = SimpleNamespace(node_id=1, balance_leaders=False, split_keys_max=0,
+                                  election_timeout_ticks=20, join=False, peers={})
+    groups: Any = SimpleNamespace(
         last_split=lambda shard: (HASH_SPACE // 2, cut, 7) if shard == 0 else None)
-    membership = Membership(node)
+    membership = Membership(config, registry, SimpleNamespace(), groups,  # type: ignore[arg-type]
+                            random.Random(1))
     membership.map = start
     changes: list[ClusterMap] = []
 

@@ -11,7 +11,7 @@ from typing import cast
 import pytest
 
 from ringbolt.consensus.types import Entry
-from ringbolt.storage.errors import StorageFull
+from ringbolt.storage.errors import StorageFailed, StorageFull
 from ringbolt.storage.group_commit import GroupCommitter
 from ringbolt.storage.wal import WriteAheadLog
 
@@ -155,3 +155,43 @@ def test_real_log_many_writers_few_syncs(tmp_path: Path) -> None:
     wal = WriteAheadLog.open(tmp_path)
     assert {g: len(s.entries) for g, s in wal.recovered().items()} == dict.fromkeys(range(1, 9), 20)
     wal.close()
+
+
+class CountingLog:
+    """A log whose first `full` syncs fail with a full disk."""
+
+    def __init__(self, full: int = 0, failed: bool = False) -> None:
+        self.full = full
+        self.failed = failed
+        self.syncs = 0
+
+    def sync(self) -> None:
+        self.syncs += 1
+        if self.failed:
+            raise StorageFailed("test: fsync failed")
+        if self.full:
+            self.full -= 1
+            raise StorageFull("test: disk full")
+
+
+def test_sync_inline_syncs_on_the_callers_thread_and_reports_failure() -> None:
+    log = CountingLog(full=1)
+    committer = GroupCommitter(cast(WriteAheadLog, log))
+    assert committer.sync_inline() is False  # full: the caller goes to sync_retrying
+    assert committer.sync_inline() is True
+    assert log.syncs == 2 and committer.statistics()["syncs_inline"] == 1
+    committer.close()
+
+
+def test_sync_retrying_waits_out_a_full_disk_and_raises_a_failed_wal() -> None:
+    async def scenario() -> None:
+        log = CountingLog(full=2)
+        committer = GroupCommitter(cast(WriteAheadLog, log))
+        await asyncio.wait_for(committer.sync_retrying(retry_full_s=0.01), 5)
+        assert log.syncs == 3  # two full-disk failures, then the sync that held
+        log.failed = True
+        with pytest.raises(StorageFailed):
+            await asyncio.wait_for(committer.sync_retrying(retry_full_s=0.01), 5)
+        committer.close()
+
+    asyncio.run(scenario())
