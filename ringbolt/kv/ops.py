@@ -10,8 +10,8 @@ its section of this module:
   trailing arguments. The encode helpers of `ringbolt.kv.commands` build it.
 - `parse`: checks the decoded wire arguments (their number already checked
   against `args`) and returns `args`, or raises `CommandDecodeError` (a
-  peer's garbage). Once parsed, a handler does not
-  fail on types: a `TypeError` in a handler is our bug.
+  peer's garbage). Once parsed, a handler does not fail on types: a
+  `TypeError` in a handler is our bug, and crashes.
 - `keys`: the keys the command reads or writes (shard fencing, splits, and
   later intents and locks).
 - `handler`: what it does to a `KeyValueBackend`, given the entry's
@@ -19,7 +19,8 @@ its section of this module:
 - `fast_path` (optional): recognises from the encoded bytes alone the
   commands of the op that need no read, for the store's apply loop
   (`fast_put`: a plain SET). It must agree with `handler` on those;
-  `tests/storage/test_engine.py` checks it on random commands.
+  `tests/kv/test_ops.py` and `tests/storage/test_engine.py` check it on
+  random commands.
 
 `command_keys(data)` answers for an encoded command; `parse_command(data)`
 decodes one to its spec and checked arguments.
@@ -38,6 +39,7 @@ from ringbolt.kv.codec import (
     CODEC_VERSION,
     ENVELOPE_FIELDS,
     FIXARRAY,
+    NOW_MS_OFFSET,
     UINT64,
     CommandDecodeError,
     Op,
@@ -85,6 +87,10 @@ def arguments_range(args: type[tuple[Any, ...]]) -> range:
 
 # --- argument checks ------------------------------------------------------------------
 
+_new_tuple = tuple.__new__
+"""`_new_tuple(Args, (a, b))` is `Args(a, b)` for a NamedTuple without its
+Python-level __new__ (half the cost); the parsers on the apply path use it."""
+
 def _bytes(value: object, what: str) -> bytes:
     if not isinstance(value, bytes):
         raise CommandDecodeError(f"{what}: expected bytes, got {type(value).__name__}")
@@ -95,7 +101,7 @@ def _integer(value: object, what: str) -> int:
     """An integer argument; like the codec always did, anything `int()` takes."""
     try:
         return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise CommandDecodeError(f"{what}: {error}") from error
 
 
@@ -121,14 +127,27 @@ class PutArgs(NamedTuple):
     return_old: bool = False
 
 
+_CONDITIONS = {int(condition): condition for condition in PutCondition}
+
+
 def _parse_put(raw: Sequence[object]) -> PutArgs:
-    try:
-        condition = PutCondition(_integer(raw[3], "condition"))
-    except ValueError as error:
-        raise CommandDecodeError(f"PUT condition: {error}") from error
-    return PutArgs(_bytes(raw[0], "key"), _bytes(raw[1], "value"),
-                   _integer(raw[2], "expire_at_ms"), condition,
-                   bool(raw[4]) if len(raw) > 4 else False)
+    # The general path's most common command (SET NX/XX/GET): the usual
+    # types are checked inline, anything else goes through the helpers.
+    key, value, expire_at_ms, condition = raw[0], raw[1], raw[2], raw[3]
+    if type(key) is not bytes:
+        key = _bytes(key, "key")
+    if type(value) is not bytes:
+        value = _bytes(value, "value")
+    if type(expire_at_ms) is not int:
+        expire_at_ms = _integer(expire_at_ms, "expire_at_ms")
+    checked = _CONDITIONS.get(condition) if type(condition) is int else None
+    if checked is None:
+        try:
+            checked = PutCondition(_integer(condition, "condition"))
+        except ValueError as error:
+            raise CommandDecodeError(f"PUT condition: {error}") from error
+    return_old = bool(raw[4]) if len(raw) > 4 else False
+    return _new_tuple(PutArgs, (key, value, expire_at_ms, checked, return_old))
 
 
 def _put(backend: KeyValueBackend, context: ApplyContext, args: PutArgs) -> Result:
@@ -149,6 +168,7 @@ _PUT_HEAD_SHORT = bytes((FIXARRAY | (ENVELOPE_FIELDS + _PUT_ARGUMENTS[0]), CODEC
                          UINT64))
 """... and without (as written before return_old existed)."""
 assert len(_PUT_ARGUMENTS) == 2
+assert len(_PUT_HEAD_FULL) == len(_PUT_HEAD_SHORT) == NOW_MS_OFFSET
 assert PutArgs._fields == ("key", "value", "expire_at_ms", "condition", "return_old"), (
     "fast_put reads the fields at positions 3..7")
 _unpackb = msgpack.unpackb
@@ -160,7 +180,7 @@ def fast_put(data: bytes) -> FastPut | None:
     return_old, which reads nothing and answers True -- else None (any other
     command, garbage, or a PUT in an older header form: the general path
     decides those). Only the caller's storage limits remain to check."""
-    head = data[:4]
+    head = data[:NOW_MS_OFFSET]
     if head == _PUT_HEAD_FULL:
         try:
             _, _, _, key, value, expire_at_ms, condition, return_old = _unpackb(data)
@@ -192,7 +212,7 @@ class DeleteArgs(NamedTuple):
 
 
 def _parse_delete(raw: Sequence[object]) -> DeleteArgs:
-    return DeleteArgs(_key_list(raw[0], "keys"))
+    return _new_tuple(DeleteArgs, (_key_list(raw[0], "keys"),))
 
 
 def _delete_keys(args: DeleteArgs) -> list[bytes]:
@@ -228,7 +248,7 @@ def _parse_cas(raw: Sequence[object]) -> CasArgs:
     expected = raw[1]
     if expected is not None:
         expected = _bytes(expected, "expected")
-    return CasArgs(_bytes(raw[0], "key"), expected, _bytes(raw[2], "new"))
+    return _new_tuple(CasArgs, (_bytes(raw[0], "key"), expected, _bytes(raw[2], "new")))
 
 
 def _cas(backend: KeyValueBackend, context: ApplyContext, args: CasArgs) -> Result:
@@ -255,7 +275,7 @@ def _parse_incrby(raw: Sequence[object]) -> IncrbyArgs:
     delta = raw[1]
     if not isinstance(delta, int):
         raise CommandDecodeError("INCRBY delta is not an integer")
-    return IncrbyArgs(_bytes(raw[0], "key"), delta)
+    return _new_tuple(IncrbyArgs, (_bytes(raw[0], "key"), delta))
 
 
 def _incrby(backend: KeyValueBackend, context: ApplyContext, args: IncrbyArgs) -> Result:
@@ -290,7 +310,7 @@ class AppendArgs(NamedTuple):
 
 
 def _parse_append(raw: Sequence[object]) -> AppendArgs:
-    return AppendArgs(_bytes(raw[0], "key"), _bytes(raw[1], "suffix"))
+    return _new_tuple(AppendArgs, (_bytes(raw[0], "key"), _bytes(raw[1], "suffix")))
 
 
 def _append(backend: KeyValueBackend, context: ApplyContext, args: AppendArgs) -> Result:
@@ -317,7 +337,7 @@ class ExpireArgs(NamedTuple):
 
 
 def _parse_expire(raw: Sequence[object]) -> ExpireArgs:
-    return ExpireArgs(_bytes(raw[0], "key"), _integer(raw[1], "expire_at_ms"))
+    return _new_tuple(ExpireArgs, (_bytes(raw[0], "key"), _integer(raw[1], "expire_at_ms")))
 
 
 def _expire(backend: KeyValueBackend, context: ApplyContext, args: ExpireArgs) -> Result:
@@ -355,7 +375,7 @@ def _parse_mput(raw: Sequence[object]) -> MputArgs:
         if not isinstance(pair, list) or len(pair) != 2:
             raise CommandDecodeError("MPUT pair: expected [key, value]")
         checked.append((_bytes(pair[0], "key"), _bytes(pair[1], "value")))
-    return MputArgs(checked)
+    return _new_tuple(MputArgs, (checked,))
 
 
 def _mput_keys(args: MputArgs) -> list[bytes]:
@@ -379,7 +399,7 @@ class GetsetArgs(NamedTuple):
 
 
 def _parse_getset(raw: Sequence[object]) -> GetsetArgs:
-    return GetsetArgs(_bytes(raw[0], "key"), _bytes(raw[1], "value"))
+    return _new_tuple(GetsetArgs, (_bytes(raw[0], "key"), _bytes(raw[1], "value")))
 
 
 def _getset(backend: KeyValueBackend, context: ApplyContext, args: GetsetArgs) -> Result:
@@ -399,7 +419,7 @@ class NoopArgs(NamedTuple):
 
 
 def _parse_noop(raw: Sequence[object]) -> NoopArgs:
-    return NoopArgs()
+    return _new_tuple(NoopArgs, ())
 
 
 def _no_keys(args: NoopArgs) -> list[bytes]:
@@ -420,7 +440,7 @@ class PurgeExpiredArgs(NamedTuple):
 
 
 def _parse_purge_expired(raw: Sequence[object]) -> PurgeExpiredArgs:
-    return PurgeExpiredArgs(_key_list(raw[0], "keys"))
+    return _new_tuple(PurgeExpiredArgs, (_key_list(raw[0], "keys"),))
 
 
 def _purge_keys(args: PurgeExpiredArgs) -> list[bytes]:
