@@ -136,11 +136,14 @@ def test_stamp_leaves_other_payloads_unchanged(payload: bytes) -> None:
     assert commands.stamp(payload, 12345) is payload
 
 
-@given(st.binary(max_size=40))
-def test_stamp_changes_nothing_it_cannot_parse(payload: bytes) -> None:
-    stamped = commands.stamp(payload, 99)
-    if stamped is not payload:
-        assert parse_command(stamped)[1] == 99
+@given(st.binary(max_size=40), st.binary(min_size=1, max_size=30))
+def test_stamp_touches_at_most_the_now_ms_bytes(payload: bytes, tail: bytes) -> None:
+    header = commands.append(b"k", b"v", now_ms=1)[:HEADER_BYTES]
+    for data in (payload, header[:4] + payload, header + tail):
+        stamped = commands.stamp(data, 99)
+        assert len(stamped) == len(data)
+        assert stamped[:NOW_MS_OFFSET] == data[:NOW_MS_OFFSET]
+        assert stamped[HEADER_BYTES:] == data[HEADER_BYTES:]
 
 
 @pytest.mark.parametrize("now_ms", [0, 5, 200, 70_000, 2**33])
