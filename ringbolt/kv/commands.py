@@ -125,7 +125,9 @@ assert all(spec.arguments.start >= 1 or spec.arguments.stop == 1 for spec in OPS
 
 def stamp(data: bytes, now_ms: int) -> bytes:
     """`data` with its now_ms replaced by `now_ms`, if `data` is a command of
-    this codec in the fixed header form; else `data` itself, unchanged."""
+    this codec in the fixed header form (as `encode` writes every command);
+    else `data` itself, unchanged: other payloads, garbage, and commands in
+    an older header form (now_ms not a uint64), which keep their own now_ms."""
     assert 0 <= now_ms < NOW_MS_LIMIT, f"now_ms {now_ms} is not a uint64"
     if (len(data) < HEADER_BYTES or data[1] != CODEC_VERSION or data[3] != UINT64
             or not OP_MIN <= data[2] <= OP_MAX or data[0] not in _HEADS[data[2]]):
