@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from ringbolt.kv.machine import CommandFailed, Result
 from ringbolt.server import limits
-from ringbolt.server.replica import fail_quietly
+from ringbolt.server.futures import fail_quietly
 from ringbolt.server.service import Busy, ServiceError, Unavailable
 from ringbolt.server.transport import (
     ForwardRequest,

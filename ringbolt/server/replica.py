@@ -56,6 +56,7 @@ from ringbolt.consensus.types import (
 )
 from ringbolt.kv.machine import Result
 from ringbolt.server import limits
+from ringbolt.server.futures import fail_quietly
 from ringbolt.server.service import Busy, ServiceError, Unavailable
 
 ReadValue = tuple[bytes, int] | None
@@ -429,14 +430,6 @@ class Replica:
                 "reads_pending": len(self.read_batch) + sum(
                     len(b.reads) for b in (*self.reads_waiting.values(), *self.reads_indexed)),
                 "applied": self.applied}
-
-
-def fail_quietly(future: asyncio.Future[Any], error: BaseException) -> None:
-    """Fail `future` without asyncio logging "exception never retrieved" when
-    nobody awaits it any more (a client that disconnected); awaiting it still
-    raises `error`."""
-    future.set_exception(error)
-    future.exception()
 
 
 def _fail_reads(batch: _ReadBatch, error: ServiceError) -> None:

@@ -30,7 +30,7 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -39,12 +39,12 @@ from ringbolt.consensus.types import NotLeader, Role
 from ringbolt.kv.machine import Result
 from ringbolt.server import limits
 from ringbolt.server.forward import Forward
+from ringbolt.server.futures import fail_quietly, failed, then
 from ringbolt.server.groups import MAP_KEY, META_GROUP_ID
 from ringbolt.server.replica import (
     Proposal,
     ReadValue,
     Replica,
-    fail_quietly,
     storage_id,
 )
 from ringbolt.server.service import Busy, CrossShard, ServiceError, Unavailable
@@ -128,7 +128,7 @@ class Requests:
     def read_group(self, group_id: int, key: bytes) -> asyncio.Future[ReadValue]:
         replica = self.replicas.get(group_id)
         if replica is None:
-            return _failed(Unavailable(f"node {self.node_id} does not host group {group_id}"))
+            return failed(Unavailable(f"node {self.node_id} does not host group {group_id}"))
         future = replica.read(key)
         self._wake()
         return future
@@ -138,7 +138,7 @@ class Requests:
         try:
             return self.forwarder.forward(seed, META_GROUP_ID, MAP_MARKER)
         except ServiceError as error:
-            return _failed(error)
+            return failed(error)
 
     def _fail_parked(self, group_id: int) -> None:
         """`ReplicaRegistry.on_retire`: writes parked for a group moved away."""
@@ -178,18 +178,18 @@ class Requests:
         neither, only latency, until `leaderless_wait_s` has passed. With
         `local_only` (a write forwarded to us) it is never forwarded further."""
         if self.stopping:
-            return _failed(Unavailable("the node is shutting down; not executed, retry"))
+            return failed(Unavailable("the node is shutting down; not executed, retry"))
         replica = self.replicas.get(group_id)
         if replica is None:
             if local_only:
-                return _failed(Unavailable(f"node {self.node_id} does not host shard "
+                return failed(Unavailable(f"node {self.node_id} does not host shard "
                                            f"{group_id}; not executed, retry"))
             return self._forward_elsewhere(group_id, command)
         leader = replica.leader
         if replica.role is Role.LEADER:
             refused = refuse_bad_split(replica, command)
             if refused is not None:
-                return _failed(refused)
+                return failed(refused)
             try:
                 future = replica.propose(command, retry_until=_retry_until(deadline),
                                          local_only=local_only)
@@ -201,7 +201,7 @@ class Requests:
                 self._wake()
                 return future  # a lost proposal is proposed again (`_propose_again`)
         if local_only:
-            return _failed(Unavailable(f"node {self.node_id} does not lead shard {group_id}; "
+            return failed(Unavailable(f"node {self.node_id} does not lead shard {group_id}; "
                                        "the command was not executed, retry"))
         if leader in (0, self.node_id):
             return self._park(group_id, command, deadline, local_only)
@@ -216,7 +216,7 @@ class Requests:
             return self.forwarder.forward(leader, group_id, command,
                                           retry_until=_retry_until(deadline))
         except Busy as error:
-            return _failed(error)
+            return failed(error)
 
     def _forward_again(self, error: ServiceError, forward: Forward) -> bool:
         """`Forwarder.retry`: the leader answered that it did not execute the
@@ -225,7 +225,7 @@ class Requests:
         if not _not_executed(error) or time.monotonic() >= forward.retry_until or self.stopping:
             return False
         self.stats["forwards_retried"] += 1
-        _then(self._park(forward.group_id, forward.command, forward.retry_until, False),
+        then(self._park(forward.group_id, forward.command, forward.retry_until, False),
               forward.future)
         return True
 
@@ -240,7 +240,7 @@ class Requests:
 
         def again() -> None:
             if not proposal.future.done():
-                _then(self._write(replica.group_id, proposal.command, proposal.retry_until,
+                then(self._write(replica.group_id, proposal.command, proposal.retry_until,
                                   local_only=proposal.local_only), proposal.future)
 
         asyncio.get_running_loop().call_soon(again)
@@ -253,11 +253,11 @@ class Requests:
         again every tick (see `retry_parked`)."""
         now = time.monotonic()
         if deadline is not None and deadline <= now:
-            return _failed(Unavailable(f"shard {group_id} could not take the write in time "
+            return failed(Unavailable(f"shard {group_id} could not take the write in time "
                                        "(election or leadership transfer); the command was "
                                        "not executed, retry"))
         if self._leaderless_count >= limits.leaderless_writes_max:
-            return _failed(Busy(f"shard {group_id} has no leader and too many writes wait "
+            return failed(Busy(f"shard {group_id} has no leader and too many writes wait "
                                 "for one; not executed, retry"))
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         due = _retry_until(deadline, now)
@@ -279,7 +279,7 @@ class Requests:
                 if future.done():
                     continue  # the client went away
                 if known or self.stopping or deadline <= now:
-                    _then(self._write(group_id, command, deadline, local_only=local_only),
+                    then(self._write(group_id, command, deadline, local_only=local_only),
                            future)
                 else:
                     self._leaderless.setdefault(group_id, collections.deque()).append(
@@ -291,12 +291,12 @@ class Requests:
         does (which reads locally, or passes a write on to its leader)."""
         holder = self._holder(group_id)
         if holder is None:
-            return _failed(self._map.moved(group_id))
+            return failed(self._map.moved(group_id))
         self.stats["forwarded_elsewhere"] += 1
         try:
             return self.forwarder.forward(holder, group_id, command)
         except ServiceError as error:
-            return _failed(error)
+            return failed(error)
 
     def _holder(self, group_id: int) -> int | None:
         """A connected node the map places `group_id` on, else any such node."""
@@ -316,14 +316,14 @@ class Requests:
         try:
             group_id = self.group_of([key])
         except ServiceError as error:
-            return _failed(error)
+            return failed(error)
         replica = self.replicas.get(group_id)
         if replica is None:
             remote = self._forward_elsewhere(group_id, READ_MARKER + key)
             if remote.done():
                 return remote
             read: asyncio.Future[ReadValue] = asyncio.get_running_loop().create_future()
-            _then(remote, read, convert=_as_read)
+            then(remote, read, convert=_as_read)
             return read
         if stale:
             self.stats["stale_reads"] += 1
@@ -331,7 +331,7 @@ class Requests:
             future.set_result(replica.read_stale(key))
             return future
         if self.stopping:
-            return _failed(Unavailable("the node is shutting down; retry"))
+            return failed(Unavailable("the node is shutting down; retry"))
         self.stats["reads"] += 1
         future = self._fenced_read(replica, key)
         self._wake()
@@ -357,7 +357,7 @@ class Requests:
                 fail_quietly(result, Unavailable(f"shard {group_id} is not served here any "
                                                  "more; retry"))
                 return
-            _then(self._fenced_read(current, key, due), result)
+            then(self._fenced_read(current, key, due), result)
             self._wake()
 
         def on_error(error: BaseException) -> bool:
@@ -378,8 +378,8 @@ class Requests:
         try:
             read = replica.read(key)
         except Busy as error:
-            read = _failed(error)
-        _then(read, result, on_error=on_error, convert=fenced)
+            read = failed(error)
+        then(read, result, on_error=on_error, convert=fenced)
         return result
 
     async def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
@@ -543,7 +543,7 @@ def _members(replica: Replica) -> frozenset[int]:
 def _as_result(read: asyncio.Future[ReadValue]) -> asyncio.Future[Result]:
     """A read's answer in a form a `ForwardResponse` carries: [value, expiry] or None."""
     result: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-    _then(read, result, convert=lambda value: None if value is None else [value[0], value[1]])
+    then(read, result, convert=lambda value: None if value is None else [value[0], value[1]])
     return result
 
 
@@ -556,37 +556,6 @@ def _as_read(value: Any) -> ReadValue:
     raise Unavailable(f"unexpected forwarded read answer {value!r}; retry")
 
 
-def _then(source: asyncio.Future[Any], target: asyncio.Future[Any], *,
-          on_error: Callable[[BaseException], bool] | None = None,
-          convert: Callable[[Any], Any] | None = None) -> None:
-    """Complete `target` as `source` completes (its result through `convert`,
-    which may raise a `ServiceError`). A failure goes to `on_error` first,
-    which returns True when it took care of `target` itself."""
-    def copy(done: asyncio.Future[Any]) -> None:
-        if target.done():
-            return
-        if done.cancelled():
-            target.cancel()
-            return
-        error = done.exception()
-        if error is not None:
-            if on_error is None or not on_error(error):
-                fail_quietly(target, error)
-            return
-        try:
-            value = done.result() if convert is None else convert(done.result())
-        except ServiceError as problem:
-            fail_quietly(target, problem)
-            return
-        target.set_result(value)
-
-    source.add_done_callback(copy)
-
-
-def _failed(error: ServiceError) -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    fail_quietly(future, error)
-    return future
 
 
 def refuse_bad_split(replica: Replica, command: bytes) -> ServiceError | None:
