@@ -136,6 +136,8 @@ class Cluster:
         self.snapshots_installed = 0
         self.early_messages_sent = 0
         """Messages the cores let out before their Ready was durable."""
+        self.early_messages_before_disk = 0
+        """Of those, the ones that left while a slow disk had the Ready."""
         self.crashed: set[int] = set()
         self.on_applied: Callable[[SimNode, Entry], None] | None = None
         self.on_new_leader: Callable[[SimNode], None] | None = None
@@ -265,6 +267,7 @@ class Cluster:
                 return
             ready = core.ready()
             if ready.must_sync() and node.disk_delay_units > 0:
+                self.early_messages_before_disk += len(ready.early_messages)
                 self._send_early(ready)  # before the (slow) fsync
                 node.pending = ready
                 at = self.now + self.rng.randint(1, node.disk_delay_units)

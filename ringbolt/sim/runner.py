@@ -191,6 +191,7 @@ def run_seed(seed: int, *, nodes: int, faults: frozenset[str], mutation: str | N
     result.statistics = {**cluster.network.statistics(), **cluster.clients.completed,
                          "invariant_checks": cluster.invariants.checks,
                          "early_messages": cluster.early_messages_sent,
+                         "early_messages_before_disk": cluster.early_messages_before_disk,
                          "terms": len(cluster.invariants.leader_of_term),
                          "committed": len(cluster.invariants.committed),
                          "virtual_ticks": cluster.now // TICK_UNITS}

@@ -35,6 +35,15 @@ def test_three_nodes_all_faults_are_safe_linearizable_and_live() -> None:
     _assert_clean([run_seed(seed, nodes=3, faults=ALL) for seed in range(1, 101)])
 
 
+def test_early_messages_leave_before_slow_disks_and_crashes_stay_safe() -> None:
+    """The sim runs the node's before-the-fsync rule (early_send) under faults."""
+    results = [run_seed(seed, nodes=3, faults=parse_faults("slow_disk,crash"))
+               for seed in range(1, 11)]
+    _assert_clean(results)
+    assert sum(r.statistics["early_messages"] for r in results) > 0
+    assert sum(r.statistics["early_messages_before_disk"] for r in results) > 0
+
+
 def test_same_seed_replays_byte_for_byte() -> None:
     first = run_seed(17, nodes=5, faults=ALL, trace=True)
     again = run_seed(17, nodes=5, faults=ALL, trace=True)
