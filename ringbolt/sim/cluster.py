@@ -52,7 +52,7 @@ from ringbolt.consensus.types import (
     Snapshot,
     SnapshotMeta,
 )
-from ringbolt.kv.machine import DictBackend, apply_command
+from ringbolt.kv.machine import DictBackend, apply_entry
 from ringbolt.sim.clients import Clients
 from ringbolt.sim.invariants import InvariantChecker
 from ringbolt.sim.network import Network
@@ -322,7 +322,7 @@ class Cluster:
         self.invariants.observe_applied(node.node_id, entry)
         result = None
         if entry.kind == EntryKind.NORMAL and entry.data:
-            result = apply_command(node.backend, entry.data)
+            result = apply_entry(node.backend, entry.data, entry.index, entry.term)
         elif entry.kind == EntryKind.CONFIG:
             node.conf = self._apply_conf(node.conf, entry.data)
             self.trace.event(self.now, f"node {node.node_id} applies conf at {entry.index}: "
