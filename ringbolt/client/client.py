@@ -31,11 +31,11 @@ from redis.retry import Retry
 
 from ringbolt.client.layout import Address, Layout, LayoutError
 from ringbolt.client.policy import Action, Backoff, OutcomeUnknown, classify
+from ringbolt.server.commands import write_command_names
 
-WRITE_COMMANDS = frozenset({
-    "SET", "GETSET", "DEL", "MSET", "INCR", "INCRBY", "DECR", "DECRBY", "APPEND",
-    "EXPIRE", "PEXPIRE", "PERSIST", "CAS",
-})
+WRITE_COMMANDS = write_command_names()
+"""Every command the server registers with the `write` flag: an ambiguous
+failure of one raises `OutcomeUnknown` instead of being retried."""
 TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 
 

@@ -31,6 +31,7 @@ from ringbolt.jepsen import limits
 from ringbolt.jepsen.netns import TestNetwork
 from ringbolt.server.config import Address, NodeConfig, PeerConfig, render_config
 from ringbolt.server.process import fetch_json
+from ringbolt.server.service import DEFAULT_ADMIN_NETWORKS
 
 CLIENT_PORT = 6379
 PEER_PORT = 7000
@@ -106,7 +107,9 @@ class NamespaceCluster:
                           peer_address=own.address, admin_address=own.admin_address,
                           data_dir=self.data_dir(node), peers=peers, fsync=self.fsync,
                           replicas=min(len(self.node_ids()), REPLICAS_MAX), unsafe=self.unsafe,
-                          join=joining)
+                          join=joining, admin_networks=(
+                              *DEFAULT_ADMIN_NETWORKS,
+                              f"{own.address.host.rsplit('.', 1)[0]}.0/24"))
 
     def config_path(self, node: int) -> Path:
         return self.work_dir / f"n{node}.toml"

@@ -17,6 +17,7 @@ initial node); a `join = true` node learns the map from the cluster.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 from ringbolt import limits as project
 from ringbolt.consensus import registry
 from ringbolt.server import limits
+from ringbolt.server.service import DEFAULT_ADMIN_NETWORKS
 
 
 class ConfigError(Exception):
@@ -84,6 +86,8 @@ class NodeConfig:
     dc: str = ""
     zone: str = ""
     requirepass: str | None = None
+    admin_networks: tuple[str, ...] = DEFAULT_ADMIN_NETWORKS
+    """Client networks (CIDR) allowed admin commands without AUTH (loopback)."""
     fsync: bool = True
     tick_ms: int = limits.tick_ms_default
     election_timeout_ticks: int = limits.election_timeout_ticks_default
@@ -103,6 +107,7 @@ _TOP_FIELDS = {
     "node_id", "client_address", "peer_address", "admin_address", "data_dir", "peers",
     "shards", "dc", "zone", "requirepass", "fsync", "tick_ms", "election_timeout_ticks",
     "heartbeat_ticks", "limits", "log_level", "replicas", "join", "unsafe", "split_keys_max", "balance_leaders",
+    "admin_networks",
 }
 _PEER_FIELDS = {"address", "client_address", "admin_address", "dc", "zone"}
 _LIMIT_FIELDS = {"key_bytes_max", "value_bytes_max", "clients_max"}
@@ -146,6 +151,7 @@ def parse_config(document: Mapping[str, Any], *, base_dir: Path = Path(".")) -> 
         dc=_string(document, "dc", "dc", default=""),
         zone=_string(document, "zone", "zone", default=""),
         requirepass=requirepass or None,
+        admin_networks=_networks(document.get("admin_networks", list(DEFAULT_ADMIN_NETWORKS))),
         fsync=_boolean(document, "fsync", "fsync", default=True),
         tick_ms=_integer(document, "tick_ms", "tick_ms", low=1, high=1_000,
                          default=limits.tick_ms_default),
@@ -170,6 +176,18 @@ def parse_config(document: Mapping[str, Any], *, base_dir: Path = Path(".")) -> 
                                        f"got {config.log_level!r}")
     _distinct_addresses(config)
     return config
+
+
+def _networks(raw: object) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise ConfigError("admin_networks", f"expected a list of CIDR strings, got {_show(raw)}")
+    for item in raw:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError("admin_networks", f"not a network: {item!r} "
+                                                "(e.g. \"127.0.0.0/8\")") from None
+    return tuple(raw)
 
 
 def _peers(raw: object, node_id: int) -> dict[int, PeerConfig]:
@@ -326,6 +344,9 @@ def render_config(config: NodeConfig) -> str:
         lines.append(f"unsafe = [{', '.join(_quote(name) for name in sorted(config.unsafe))}]")
     if config.requirepass:
         lines.append(f"requirepass = {_quote(config.requirepass)}")
+    if config.admin_networks != DEFAULT_ADMIN_NETWORKS:
+        lines.append("admin_networks = ["
+                     f"{', '.join(_quote(network) for network in config.admin_networks)}]")
     lines += ["", "[limits]",
               f"key_bytes_max = {config.limits.key_bytes_max}",
               f"value_bytes_max = {config.limits.value_bytes_max}",

@@ -102,7 +102,8 @@ class Node:
         self.service = NodeService(
             ServiceLimits(key_bytes_max=config.limits.key_bytes_max,
                           value_bytes_max=config.limits.value_bytes_max,
-                          requirepass=config.requirepass),
+                          requirepass=config.requirepass,
+                          admin_networks=config.admin_networks),
             self.requests, self.introspection, self.membership, self.registry)
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -200,8 +201,8 @@ class Node:
 
     async def _bind(self) -> None:
         from ringbolt.server.admin import start_admin
-        from ringbolt.server.commands import ClientRegistry
         from ringbolt.server.connection import serve_clients
+        from ringbolt.server.dispatch import ClientRegistry
 
         config = self.config
         step = "client_address"

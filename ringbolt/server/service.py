@@ -17,6 +17,7 @@ the exact Redis-style error line the connection sends (without the leading
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -55,11 +56,32 @@ class Moved(ServiceError):
     prefix = "MOVED"
 
 
+DEFAULT_ADMIN_NETWORKS = ("127.0.0.0/8", "::1/128")
+"""Where admin commands are allowed from without a password (loopback)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceLimits:
     key_bytes_max: int
     value_bytes_max: int
     requirepass: str | None = None
+    admin_networks: tuple[str, ...] = DEFAULT_ADMIN_NETWORKS
+    """CIDR networks whose connections may run admin commands (CLUSTER ADDNODE,
+    REMOVENODE, SPLIT, TRANSFER, CONFIG, ...) without AUTH."""
+
+    def admin_allowed_from(self, address: str) -> bool:
+        """Whether a client at `address` ("host:port", "[v6]:port" or a bare
+        host) connects from one of `admin_networks`."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            host = address.rpartition(":")[0].strip("[]")
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                return False
+        return any(ip in ipaddress.ip_network(network, strict=False)
+                   for network in self.admin_networks)
 
 
 class KeyValueService(Protocol):

@@ -16,8 +16,8 @@ import time
 
 import uvloop
 
-from ringbolt.server.commands import ClientRegistry
 from ringbolt.server.connection import serve_clients
+from ringbolt.server.dispatch import ClientRegistry
 from ringbolt.server.local import LocalService
 
 

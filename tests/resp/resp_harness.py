@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import uvloop
 
-from ringbolt.server.commands import ClientRegistry
 from ringbolt.server.connection import ConnectionLimits, serve_clients
+from ringbolt.server.dispatch import ClientRegistry
 from ringbolt.server.local import LocalService
 
 

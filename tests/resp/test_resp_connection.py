@@ -12,8 +12,8 @@ import hiredis
 import pytest
 
 from ringbolt.kv.machine import Result
-from ringbolt.server.commands import ClientRegistry
 from ringbolt.server.connection import ClientConnection, ConnectionLimits
+from ringbolt.server.dispatch import ClientRegistry
 from ringbolt.server.local import LocalService
 from ringbolt.server.resp import encode_request
 from ringbolt.server.service import Unavailable

@@ -59,7 +59,9 @@ def test_render_then_load_gives_the_same_config(tmp_path: Path) -> None:
     document["split_keys_max"] = 0
     document["balance_leaders"] = False
     document["peers"]["3"]["dc"] = "east"
+    document["admin_networks"] = ["127.0.0.0/8", "10.213.4.0/24"]
     config = parse_config(document)
+    assert config.admin_networks == ("127.0.0.0/8", "10.213.4.0/24")
     assert config.unsafe == frozenset({"read_without_read_index"})
     assert config.peers[3].dc == "east"
     path = tmp_path / "node.toml"
@@ -87,6 +89,8 @@ def test_render_then_load_gives_the_same_config(tmp_path: Path) -> None:
     ({"replicas": 0}, "config error: replicas: must be in 1..7, got 0"),
     ({"split_keys_max": -1}, "config error: split_keys_max: must be in 0..1099511627776, got -1"),
     ({"balance_leaders": 1}, "config error: balance_leaders: expected true or false, got 1 (int)"),
+    ({"admin_networks": ["10.0.0.0/33"]}, "config error: admin_networks: not a network: '10.0.0.0/33' (e.g. \"127.0.0.0/8\")"),
+    ({"admin_networks": "127.0.0.1"}, "config error: admin_networks: expected a list of CIDR strings, got '127.0.0.1' (str)"),
     ({"log_level": "loud"}, "config error: log_level: expected one of debug, info, warning, error, got 'loud'"),
 ])
 def test_bad_field_is_named_in_one_line(change: dict[str, Any], expected: str) -> None:
